@@ -1,0 +1,1 @@
+"""Leaderboards, figures and reports built from MLflow runs."""

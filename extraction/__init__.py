@@ -1,0 +1,1 @@
+"""Videos -> per-modality features, written through ``scd_core.features``."""

@@ -1,0 +1,230 @@
+"""Typed configuration of a whole experiment, validated at the edge.
+
+Defaults are the paper's best values (Tables 15 and 16, DESIGN.md). Load with
+``load_config(yaml_path, ["model.hidden_dim=256", "ssl.lambda=0.2"])``; every invalid
+value raises ``ConfigError`` naming the field and the allowed range or choices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from scd_core.tasks import CorpusName, ModalityName, TaskName
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names every offending field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+def _unique_nonempty(values: list[str], what: str) -> list[str]:
+    if not values:
+        raise ValueError(f"at least one {what} is required")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what}s must be unique, got {values}")
+    return values
+
+
+class DataConfig(_Section):
+    """Which feature store, corpora, modalities and tasks an experiment uses.
+
+    Dropping a modality or a task here is the paper's "w/o <modality>" / "w/o <task>"
+    ablation (Table 1, rows 11-17).
+    """
+
+    features: str | None = Field(None, description="feature-store root; None = synthetic demo corpora")
+    train_corpora: list[CorpusName] = ["mosei", "fiv2", "bah"]
+    zero_shot_corpora: list[CorpusName] = ["meld"]
+    modalities: list[ModalityName] = ["video", "audio", "text", "behavior"]
+    tasks: list[TaskName] = ["emo", "pt", "ah"]
+    corpus_weights: dict[CorpusName, float] | None = Field(
+        None, description="sampling proportions per training corpus; None = proportional to size"
+    )
+
+    @field_validator("train_corpora")
+    @classmethod
+    def _corpora(cls, v: list[str]) -> list[str]:
+        return _unique_nonempty(v, "training corpus")
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, v: list[str]) -> list[str]:
+        return _unique_nonempty(v, "modality")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        return _unique_nonempty(v, "task")
+
+    @field_validator("corpus_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and (any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {v}")
+        return v
+
+
+class ModelConfig(_Section):
+    """MCDM architecture (paper section 2.3, Table 15). ``graph`` and ``attention`` name
+    entries of the layer registries in ``scd_core.model``; ``graph="none"`` is the
+    "w/o graph layers" ablation, ``attention="none"`` the "w/o attention layers" one."""
+
+    hidden_dim: int = Field(512, ge=2)
+    out_features: int = Field(512, ge=1)
+    num_heads: int = Field(8, ge=1)
+    dropout: float = Field(0.15, ge=0.0, lt=1.0)
+    graph: str = "unitary"
+    attention: str = "mha"
+    task_projectors: bool = True
+    guide_banks: bool = True
+
+    @field_validator("graph")
+    @classmethod
+    def _graph(cls, v: str) -> str:
+        from scd_core.model import GRAPH_LAYERS
+
+        if v not in GRAPH_LAYERS:
+            raise ValueError(f"unknown graph layer {v!r}; choose one of {GRAPH_LAYERS.names()}")
+        return v
+
+    @field_validator("attention")
+    @classmethod
+    def _attention(cls, v: str) -> str:
+        from scd_core.model import ATTENTION_LAYERS
+
+        if v not in ATTENTION_LAYERS:
+            raise ValueError(f"unknown attention layer {v!r}; choose one of {ATTENTION_LAYERS.names()}")
+        return v
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ModelConfig":
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class SSLConfig(_Section):
+    """Semi-supervised cross-domain protocol (paper section 2.4, Table 16)."""
+
+    enabled: bool = Field(True, description="pseudo-label loss on other corpora's rows")
+    tau_emo: float = Field(0.6, gt=0.0, lt=1.0)
+    tau_pt: float = Field(0.6, ge=0.5, lt=1.0)
+    tau_ah: float = Field(0.6, gt=0.0, lt=1.0)
+    gradnorm: bool = Field(True, description="False: fixed task weights of 1 (paper's baseline runs)")
+    alpha_s: float = Field(1.25, ge=0.0)
+    alpha_ss: float = Field(1.0, ge=0.0)
+    eta_s: float = Field(0.01, gt=0.0)
+    eta_ss: float = Field(0.005, gt=0.0)
+    lambda_: float = Field(0.3, ge=0.0, alias="lambda", description="SSL budget S_ss = 3 * lambda")
+    w_floor: float = Field(1e-3, gt=0.0, lt=1.0)
+
+
+class OptimConfig(_Section):
+    """Optimisation (Table 15)."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "lion"] = "adam"
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop only")
+    scheduler: Literal["none", "plateau", "cosine", "onecycle"] = "plateau"
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=2)
+    early_stopping_patience: int = Field(10, ge=0, description="epochs without dev improvement; 0 = off")
+
+
+class SearchConfig(_Section):
+    """Hyperparameter search (DESIGN.md "Search and tracking")."""
+
+    space: str | None = None
+    strategy: Literal["optuna", "grid", "oat"] = "optuna"
+    num_samples: int = Field(20, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    asha: bool = True
+    grace_period: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0.0)
+    gpus_per_trial: float = Field(0.0, ge=0.0)
+    max_failures: int = Field(2, ge=0)
+
+
+class ExperimentConfig(_Section):
+    """Everything one training run or sweep needs."""
+
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    ssl: SSLConfig = SSLConfig()
+    optim: OptimConfig = OptimConfig()
+    search: SearchConfig = SearchConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict with the YAML spelling of every key (``ssl.lambda``)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {msg} (got {e.get('input')!r})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["model.hidden_dim=256", "data.tasks=[emo,pt]"]`` -> nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[leaf] = yaml.safe_load(raw)
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(values: dict[str, Any]) -> ExperimentConfig:
+    """Validate a nested dict; raise ``ConfigError`` naming every bad field."""
+    try:
+        return ExperimentConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file (or the defaults) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping, got {type(loaded).__name__}")
+        values = loaded or {}
+    return build_config(_merge(values, parse_overrides(overrides)))
