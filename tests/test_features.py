@@ -1,0 +1,205 @@
+"""Feature store: round trip, tensors and masks, and every kind of bad store named precisely."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from scd_core.features import (
+    FeatureStoreError,
+    FeatureStoreWriter,
+    ModalityInfo,
+    concat,
+    load_split,
+    read_split,
+    split_path,
+    validate_store,
+)
+from scd_core.features.__main__ import main as features_cli
+from scd_core.tasks import LABEL_COLUMNS
+
+DIMS = {"video": 4, "text": 6}
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A tiny valid store: MOSEI train (5 rows, one missing video) and BAH dev (3 rows)."""
+    rng = np.random.default_rng(0)
+    writer = FeatureStoreWriter(tmp_path, {m: ModalityInfo(encoder=f"test/{m}", dim=d) for m, d in DIMS.items()})
+    emo = np.zeros((5, 7))
+    emo[np.arange(5), [0, 4, 4, 1, 5]] = 1.0
+    writer.write_split(
+        "mosei", "train", [f"m{i}" for i in range(5)],
+        {m: rng.normal(size=(5, d)) for m, d in DIMS.items()},
+        {f"emo_{c}": emo[:, i] for i, c in enumerate(
+            ["neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise"])},
+        present={"video": np.array([True, False, True, True, True])},
+    )
+    writer.write_split(
+        "bah", "dev", ["b0", "b1", "b2"],
+        {m: rng.normal(size=(3, d)) for m, d in DIMS.items()},
+        {"ah": np.array([0, 1, 1])},
+    )
+    return tmp_path
+
+
+def rewrite(root, corpus, split, change):
+    """Apply ``change(table) -> table`` to a stored split, bypassing the writer."""
+    path = split_path(root, corpus, split)
+    pq.write_table(change(pq.read_table(path)), path)
+    return path
+
+
+def replace_column(table, name, array):
+    return table.set_column(table.column_names.index(name), name, array)
+
+
+def test_round_trip_and_tensors(store):
+    arrays = read_split(store, "mosei", "train")
+    assert list(arrays.sample_ids) == [f"m{i}" for i in range(5)]
+    assert arrays.present["video"].tolist() == [True, False, True, True, True]
+    assert np.all(arrays.features["video"][1] == 0)
+    assert np.isnan(arrays.labels["ah"]).all()
+
+    t = load_split(store, "mosei", "train", ["text", "video"])
+    assert t.features["text"].shape == (5, 6) and t.features["text"].dtype == torch.float32
+    assert t.modality_mask[:, 1].tolist() == [True, False, True, True, True]
+    assert t.label_mask["emo"].all() and not t.label_mask["pt"].any() and not t.label_mask["ah"].any()
+    assert t.labels["emo"].shape == (5, 7) and t.labels["ah"].dtype == torch.int64
+
+    both = concat([t, load_split(store, "bah", "dev", ["text", "video"])])
+    assert both.corpora == ("mosei", "bah") and len(both) == 8
+    assert both.corpus_index.tolist() == [0] * 5 + [1] * 3
+    assert both.labels["ah"][5:].tolist() == [0, 1, 1] and both.label_mask["ah"].sum() == 3
+    batch = both.index(torch.tensor([0, 6]))
+    assert list(batch.sample_ids) == ["m0", "b1"] and batch.labels["ah"][1] == 1
+
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["corpora"] == {"mosei": {"train": 5}, "bah": {"dev": 3}}
+    assert manifest["modalities"]["video"]["dim"] == 4
+
+
+def test_validate_cli_accepts_valid_store(store, capsys):
+    assert features_cli(["validate", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "mosei" in out and "bah" in out and "valid" in out
+    assert features_cli(["summary", str(store)]) == 0
+
+
+def _problems(root):
+    splits, errors = validate_store(root)
+    assert errors, "the bad store was accepted"
+    return "\n".join(errors)
+
+
+def test_wrong_feature_length(store):
+    def change(table):
+        values = table.column("f_text").to_pylist()
+        values[2] = values[2][:5]
+        return replace_column(table, "f_text", pa.array(values, pa.list_(pa.float32())))
+
+    path = rewrite(store, "mosei", "train", change)
+    msg = _problems(store)
+    assert f"{path}: column f_text: row 2 (sample_id 'm2'): feature length 5 != manifest dim 6" in msg
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_features(store, bad):
+    def change(table):
+        values = table.column("f_video").to_pylist()
+        values[3][1] = bad
+        return replace_column(table, "f_video", pa.array(values, pa.list_(pa.float32())))
+
+    path = rewrite(store, "mosei", "train", change)
+    assert f"{path}: column f_video: row 3 (sample_id 'm3'): NaN or inf in features" in _problems(store)
+
+
+def test_duplicate_sample_id(store):
+    path = rewrite(store, "bah", "dev", lambda t: replace_column(t, "sample_id", pa.array(["b0", "b1", "b0"])))
+    assert f"{path}: column sample_id: row 2 (sample_id 'b0'): duplicate sample_id" in _problems(store)
+
+
+@pytest.mark.parametrize("column,value,row", [("ah", 2, 1), ("pt_openness", 1.5, 0), ("emo_fear", -0.1, 4)])
+def test_label_out_of_range(store, column, value, row):
+    corpus = "bah" if column == "ah" else "mosei"
+
+    def change(table):
+        values = table.column(column).to_pylist()
+        values[row] = value
+        return replace_column(table, column, pa.array(values, table.schema.field(column).type))
+
+    if column.startswith("pt_"):  # a partial trait label is also reported; set them all
+        def change(table):  # noqa: F811
+            for c in [c for c in LABEL_COLUMNS if c.startswith("pt_")]:
+                values = table.column(c).to_pylist()
+                values[row] = value if c == column else 0.5
+                table = replace_column(table, c, pa.array(values, pa.float32()))
+            return table
+
+    path = rewrite(store, corpus, "dev" if corpus == "bah" else "train", change)
+    assert f"{path}: column {column}: row {row}" in (msg := _problems(store))
+    assert "label out of range" in msg
+
+
+def test_unknown_modality_column(store):
+    path = rewrite(store, "bah", "dev", lambda t: t.append_column("f_smell", pa.array([[1.0]] * 3)))
+    assert f"{path}: column f_smell: unknown modality 'smell'" in _problems(store)
+
+
+def test_unknown_modality_in_manifest(store):
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["modalities"]["smell"] = manifest["modalities"]["video"]
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    assert "field modalities.smell: unknown modality" in _problems(store)
+
+
+def test_schema_version_mismatch(store):
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    msg = _problems(store)
+    assert "manifest.json: field schema_version: store has 99, this code reads 1" in msg
+    with pytest.raises(FeatureStoreError, match="schema_version"):
+        read_split(store, "mosei", "train")
+
+
+def test_read_split_raises_naming_place(store):
+    rewrite(store, "bah", "dev", lambda t: replace_column(t, "sample_id", pa.array(["b0", "b0", "b0"])))
+    with pytest.raises(FeatureStoreError, match=r"bah/dev.parquet: column sample_id: row 1 \(sample_id 'b0'\)"):
+        read_split(store, "bah", "dev")
+
+
+def test_corrupt_file_and_unlisted_split(store):
+    split_path(store, "bah", "dev").write_bytes(b"not parquet")
+    split_path(store, "fiv2", "train").parent.mkdir()
+    split_path(store, "mosei", "train").rename(split_path(store, "fiv2", "train"))
+    msg = _problems(store)
+    assert "bah/dev.parquet: cannot read" in msg
+    assert "fiv2/train.parquet: not listed" in msg
+    assert "mosei/train.parquet: listed in" in msg
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    writer = FeatureStoreWriter(tmp_path, {"video": ModalityInfo(encoder="x", dim=3)})
+    with pytest.raises(FeatureStoreError, match="features 'video' have shape"):
+        writer.write_split("mosei", "train", ["a"], {"video": np.zeros((1, 4))}, {})
+    with pytest.raises(FeatureStoreError, match="unknown label column 'emo_joy'"):
+        writer.write_split("mosei", "train", ["a"], {"video": np.zeros((1, 3))}, {"emo_joy": np.ones(1)})
+    with pytest.raises(FeatureStoreError, match="unknown modalities"):
+        FeatureStoreWriter(tmp_path / "other", {"smell": ModalityInfo(encoder="x", dim=3)})
+
+
+def test_cli_exit_codes(store):
+    ok = subprocess.run([sys.executable, "-m", "scd_core.features", "validate", str(store)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    rewrite(store, "bah", "dev", lambda t: replace_column(t, "ah", pa.array([0, 5, 1], pa.int8())))
+    bad = subprocess.run([sys.executable, "-m", "scd_core.features", "validate", str(store)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "column ah: row 1 (sample_id 'b1'): label out of range [0, 1]" in bad.stderr
