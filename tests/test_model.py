@@ -112,7 +112,7 @@ def test_every_ablation_runs_forward_and_backward(label, kw, dims, tasks):
 def _complete_edge_index(num_nodes: int, present: torch.Tensor | None = None) -> torch.Tensor:
     idx = [(j, i) for i in range(num_nodes) for j in range(num_nodes) if i != j
            and (present is None or (present[i] and present[j]))]
-    return torch.tensor(idx, dtype=torch.long).T.reshape(2, -1)
+    return torch.tensor(idx, dtype=torch.long).reshape(-1, 2).T
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -283,7 +283,8 @@ def test_parameter_count_matches_table_17(row):
     with torch.device("meta"):
         model = MCDM.from_config(cfg, dims, tasks)
     assert round(count_parameters(model) / 1e6, 3) == params_m
-    assert abs(size_mb(model) - mb) <= 0.051
+    # MB = float32 bytes / 2**20; the paper prints 30.1 for 30.154 (w/o PTR), hence 0.06
+    assert abs(size_mb(model) - mb) <= 0.06
 
 
 def test_cli_describes_the_paper_configuration(capsys):

@@ -1,0 +1,63 @@
+"""Experiment configuration: paper defaults, YAML + overrides, errors that name the field."""
+
+import pytest
+
+from scd_core.config import ConfigError, ExperimentConfig, load_config
+
+
+def test_defaults_are_the_papers_best_values():
+    cfg = load_config()
+    assert (cfg.model.hidden_dim, cfg.model.out_features, cfg.model.num_heads) == (512, 512, 8)
+    assert cfg.model.dropout == 0.15 and (cfg.model.graph, cfg.model.attention) == ("unitary", "mha")
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.scheduler) == ("adam", 1e-4, "plateau")
+    s = cfg.ssl
+    assert (s.tau_emo, s.tau_pt, s.tau_ah) == (0.6, 0.6, 0.6)
+    assert (s.alpha_s, s.alpha_ss, s.eta_s, s.eta_ss, s.lambda_, s.w_floor) == (1.25, 1.0, 0.01, 0.005, 0.3, 1e-3)
+    assert cfg.data.modalities == ["video", "audio", "text", "behavior"]
+    assert cfg.data.tasks == ["emo", "pt", "ah"]
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model:\n  hidden_dim: 256\n  graph: gat\nssl:\n  lambda: 0.2\n")
+    cfg = load_config(path, ["model.dropout=0.3", "data.tasks=[emo, ah]", "optim.optimizer=lion"])
+    assert cfg.model.hidden_dim == 256 and cfg.model.graph == "gat" and cfg.model.dropout == 0.3
+    assert cfg.ssl.lambda_ == 0.2 and cfg.data.tasks == ["emo", "ah"] and cfg.optim.optimizer == "lion"
+    assert cfg.to_dict()["ssl"]["lambda"] == 0.2
+    assert ExperimentConfig.model_validate(cfg.to_dict()) == cfg  # round trip through plain data
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model.dropout=1.5", "model.dropout: Input should be less than 1"),
+        ("model.hidden_dim=0", "model.hidden_dim: Input should be greater than or equal to 2"),
+        ("optim.optimizer=adagrad", "optim.optimizer: Input should be 'adam', 'adamw', 'sgd', 'rmsprop' or 'lion'"),
+        ("optim.scheduler=step", "optim.scheduler: Input should be 'none', 'plateau', 'cosine' or 'onecycle'"),
+        ("model.graph=gcn", "model.graph: unknown graph layer 'gcn'; choose one of"),
+        ("model.attention=lstm", "model.attention: unknown attention layer 'lstm'; choose one of"),
+        ("ssl.tau_pt=0.4", "ssl.tau_pt: Input should be greater than or equal to 0.5"),
+        ("ssl.lambda=-1", "ssl.lambda: Input should be greater than or equal to 0"),
+        ("data.modalities=[video, smell]", "data.modalities.1: Input should be 'video', 'audio', 'text' or 'behavior'"),
+        ("data.tasks=[]", "data.tasks: at least one task is required"),
+        ("data.tasks=[emo, emo]", "data.tasks: tasks must be unique"),
+        ("model.num_heads=7", "hidden_dim (512) must be divisible by num_heads (7)"),
+        ("model.hiden_dim=3", "model.hiden_dim: Extra inputs are not permitted"),
+        ("device=tpu", "device: String should match pattern"),
+    ],
+)
+def test_invalid_values_name_field_and_range(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert expected in str(err.value)
+
+
+def test_bad_override_syntax_and_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="not of the form section.field=value"):
+        load_config(None, ["model.hidden_dim"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
