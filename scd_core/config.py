@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, populate_by_name=True)
 
 
 def _unique_nonempty(values: list[str], what: str) -> list[str]:

@@ -75,19 +75,20 @@ def gradient_norms(
             stacked, params, grad_outputs=eye, retain_graph=True, allow_unused=True,
             is_grads_batched=True,
         )
-        sq = sum(g.reshape(len(names), -1).pow(2).sum(1) for g in grads if g is not None)
-        if not torch.is_tensor(sq):  # no shared tensor is reached by any loss
+        # vector_norm reduces without materialising a squared copy of the gradients.
+        per_param = [torch.linalg.vector_norm(g.reshape(len(names), -1), dim=1) for g in grads if g is not None]
+        if not per_param:  # no shared tensor is reached by any loss
             return {n: 0.0 for n in names}
-        return dict(zip(names, sq.sqrt().tolist()))
-    sq_list = []
+        return dict(zip(names, torch.linalg.vector_norm(torch.stack(per_param), dim=0).tolist()))
+    norms = []
     for name in names:
         grads = torch.autograd.grad(
             losses[name], params, retain_graph=True, allow_unused=True
         )
-        sq = sum(g.pow(2).sum() for g in grads if g is not None)
-        sq_list.append(sq if torch.is_tensor(sq) else losses[name].new_zeros(()))
+        per_param = [torch.linalg.vector_norm(g) for g in grads if g is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack(per_param)) if per_param else losses[name].new_zeros(()))
     # One device sync for all norms instead of one per loss.
-    return dict(zip(names, torch.stack(sq_list).sqrt().tolist()))
+    return dict(zip(names, torch.stack(norms).tolist()))
 
 
 class GradNorm:

@@ -94,13 +94,13 @@ PRESETS = {
         "mosei": {"train": 16327, "dev": 1871, "test": 4662},
         "fiv2": {"train": 6000, "dev": 2000, "test": 2000},
         "bah": {"train": 616, "dev": 110, "test": 392},
-        "meld": {"test": 2610},
+        "meld": {"dev": 1109, "test": 2610},  # dev: per-epoch zero-shot monitoring, never selection
     }),
     "demo": Preset({
         "mosei": {"train": 480, "dev": 160, "test": 160},
         "fiv2": {"train": 320, "dev": 120, "test": 120},
         "bah": {"train": 200, "dev": 80, "test": 80},
-        "meld": {"test": 200},
+        "meld": {"dev": 100, "test": 200},
     }),
 }
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from scd_core.config import ModelConfig
 from scd_core.model import ATTENTION_LAYERS, GRAPH_LAYERS
 from scd_core.model.blocks import GuideBank, ModalityProjector, TaskHead, TaskProjector
 from scd_core.model.graph import modality_adjacency
 from scd_core.tasks import TASKS
+
+if TYPE_CHECKING:  # config's validators import this package: no import cycle at run time
+    from scd_core.config import ModelConfig
 
 __all__ = ["MCDM", "NAMED_MODELS", "named_model", "model_name", "count_parameters", "size_mb"]
 
@@ -99,8 +101,9 @@ class MCDM(nn.Module):
     cross-attention ``nn.MultiheadAttention`` 1,050,624 each (3 = 3.152 M); guide banks
     ``sum C_t * H`` = 7,168; task projector ``H*C_t + C_t`` + ``C_t*H + H`` + adapter +
     LayerNorm; head ``H*out + out + out*C_t + C_t``. Table 17's "MB" is float32 bytes /
-    2**20. The ``gat`` layer has ``2H`` more (its attention vector ``a``), and ``mta``
-    ``2*heads*9 + 2*heads^2 + 2*head_dim + 1`` more per attention, so MCDM-1 and
+    2**20. A ``gat`` layer has ``H`` more than a ``unitary`` one (attention vector ``a`` of
+    ``2H`` and one bias instead of two), and ``mta``
+    ``2*heads*9 + 2*heads^2 + 2*head_dim + 1`` more per attention (401 at 8 heads), so MCDM-1 and
     MCDM-3 are slightly larger.
 
     GradNorm's shared parameters are explicit, see :meth:`shared_parameters`.

@@ -1,0 +1,308 @@
+"""Semi-supervised cross-domain training of MCDM (paper section 2.4).
+
+One step: a mixed-corpus batch (``scd_core.batching``) -> one forward pass -> supervised
+losses on each task's labelled rows and pseudo-label losses on the other rows
+(``scd_core.losses``) -> the six GradNorm weights (two ``GradNorm`` branches, their six
+gradient norms taken in one batched backward pass) -> one backward pass of
+``sum(w * L)`` with the weights detached -> optimiser step.
+
+Model selection uses dev splits only (``scd_core.evaluation.dev_score``). Every epoch
+ends with an ``EpochReport`` handed to ``on_epoch`` (the tuning job reports it to Ray Tune
+and MLflow), a resumable ``last`` checkpoint and, when the dev score improved, ``best``.
+Epoch ``e`` seeds its batch order and dropout from ``(seed, e)``, so a run resumed from
+``last`` continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from scd_core.batching import epoch_batches
+from scd_core.checkpoint import ModelSpec, build_model, load_training_state, save_checkpoint
+from scd_core.config import ExperimentConfig
+from scd_core.evaluation import METRICS, dev_score, evaluate
+from scd_core.features import CorpusTensors, Manifest, concat, load_split
+from scd_core.gradnorm import GradNorm, gradient_norms
+from scd_core.losses import pseudo_label_losses, supervised_losses
+from scd_core.optim import build_optimizer, build_scheduler, steps_per_batch
+from scd_core.tasks import CORPORA
+
+BRANCHES = ("sup", "ssl")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; the message names the epoch, step and component."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainingData:
+    """Everything a run reads, loaded once onto the training device.
+
+    ``train`` concatenates the training corpora (``corpus_index`` tells them apart);
+    ``dev``/``test`` map corpus -> its split, zero-shot corpora (MELD) included.
+    """
+
+    train: CorpusTensors
+    dev: dict[str, CorpusTensors]
+    test: dict[str, CorpusTensors]
+    modality_dims: dict[str, int]
+    manifest_digest: str
+
+
+def _drop_rows_without_modalities(data: CorpusTensors, where: str) -> CorpusTensors:
+    """A modality ablation can leave a row with none of the chosen modalities: drop it, loudly."""
+    keep = data.modality_mask.any(dim=1)
+    if bool(keep.all()):
+        return data
+    warnings.warn(f"{where}: dropped {int((~keep).sum())} rows that have none of the modalities {data.modalities}")
+    return data.index(torch.nonzero(keep).squeeze(1))
+
+
+def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.device) -> TrainingData:
+    """Load the config's corpora from the feature store at ``root``."""
+    manifest = Manifest.read(Path(root))
+    modalities = cfg.data.modalities
+    absent = [m for m in modalities if m not in manifest.modalities]
+    if absent:
+        raise ValueError(f"{root}: the feature store has no modality {absent} (it has {sorted(manifest.modalities)})")
+
+    def load(corpus: str, split: str) -> CorpusTensors:
+        data = load_split(root, corpus, split, modalities, device, manifest)
+        return _drop_rows_without_modalities(data, f"{corpus}/{split}")
+
+    for corpus in cfg.data.train_corpora:
+        for split in ("train", "dev"):
+            if split not in manifest.corpora.get(corpus, {}):
+                raise ValueError(f"{root}: training corpus {corpus!r} has no {split} split")
+    trained_tasks = {CORPORA[c].task for c in cfg.data.train_corpora}
+    missing = [t for t in cfg.data.tasks if t not in trained_tasks]
+    if missing:
+        raise ValueError(f"task(s) {missing} have no training corpus in data.train_corpora {cfg.data.train_corpora}")
+    corpora = [*cfg.data.train_corpora, *cfg.data.zero_shot_corpora]
+    splits = {s: {c: load(c, s) for c in corpora if s in manifest.corpora.get(c, {})} for s in ("dev", "test")}
+    return TrainingData(
+        train=concat([load(c, "train") for c in cfg.data.train_corpora]),
+        dev=splits["dev"],
+        test=splits["test"],
+        modality_dims={m: manifest.modalities[m].dim for m in modalities},
+        manifest_digest=manifest.digest(),
+    )
+
+
+@dataclass
+class EpochReport:
+    """What one epoch produced; keys of ``losses``/``weights`` are ``<branch>_<task>``."""
+
+    epoch: int
+    metrics: dict[str, float]
+    score: float
+    losses: dict[str, float]
+    weights: dict[str, float]
+    acceptance: dict[str, float]
+    lr: float
+    seconds: float
+    best: bool = False
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    history: list[EpochReport] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+class Trainer:
+    """Trains one configuration; ``fit`` runs (or resumes) the epochs."""
+
+    def __init__(self, cfg: ExperimentConfig, data: TrainingData, output_dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.device = data.train.device
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.tasks = list(cfg.data.tasks)
+        self.spec = ModelSpec(cfg, data.modality_dims, self.tasks)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(self.spec).to(self.device)
+        self.shared = self.model.shared_parameters()
+        ssl = cfg.ssl
+        self.gradnorm = {
+            "sup": GradNorm(self.tasks, ssl.alpha_s, ssl.eta_s, budget=float(len(self.tasks)), w_floor=ssl.w_floor),
+            "ssl": GradNorm(self.tasks, ssl.alpha_ss, ssl.eta_ss, budget=len(self.tasks) * ssl.lambda_,
+                            w_floor=ssl.w_floor) if ssl.lambda_ > 0 else None,
+        }
+        self.thresholds = {"emo": ssl.tau_emo, "pt": ssl.tau_pt, "ah": ssl.tau_ah}
+        corpora = data.train.corpora
+        weights = cfg.data.corpus_weights
+        self.corpus_weights = None if weights is None else {i: weights.get(c, 0.0) for i, c in enumerate(corpora)}
+        self.steps_per_epoch = math.ceil(len(data.train) / cfg.optim.batch_size)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
+        self.history: list[EpochReport] = []
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.epochs_since_best = 0
+
+    # --------------------------------------------------------------- one step
+
+    def _weights(self, branch: str) -> dict[str, float]:
+        gn = self.gradnorm[branch]
+        if gn is None:
+            return {t: 0.0 for t in self.tasks}
+        # Without GradNorm the paper's baseline runs fix every coefficient at 1.0.
+        return dict(gn.weights) if self.cfg.ssl.gradnorm else {t: 1.0 for t in self.tasks}
+
+    def train_step(self, batch: CorpusTensors, epoch: int, step: int) -> tuple[dict[str, Tensor], dict]:
+        """One optimisation step; returns the detached component losses and pseudo-label stats."""
+        outputs = self.model(batch.features, batch.modality_mask)
+        components = {"sup": supervised_losses(outputs, batch.labels, batch.label_mask, "distribution")}
+        stats = {}
+        if self.cfg.ssl.enabled and self.gradnorm["ssl"] is not None:
+            components["ssl"], stats = pseudo_label_losses(outputs, batch.label_mask, self.thresholds, self.tasks)
+        flat = {f"{b}_{t}": loss for b, losses in components.items() for t, loss in losses.items()}
+        if not flat:
+            raise RuntimeError(f"epoch {epoch} step {step}: the batch produced no loss at all")
+        values = dict(zip(flat, torch.stack([v.detach() for v in flat.values()]).tolist()))
+        bad = [name for name, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(f"epoch {epoch} step {step}: non-finite loss {bad} ({values})")
+        if self.cfg.ssl.gradnorm:
+            norms = gradient_norms(flat, self.shared)  # all six norms in one batched backward
+            for branch, losses in components.items():
+                prefix = f"{branch}_"
+                self.gradnorm[branch].update(
+                    {t: values[prefix + t] for t in losses}, {t: norms[prefix + t] for t in losses}
+                )
+        total = sum(
+            self._weights(branch)[t] * loss for branch, losses in components.items() for t, loss in losses.items()
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        if steps_per_batch(self.scheduler):
+            self.scheduler.step()
+        return {**{k: v.detach() for k, v in flat.items()}, "total": total.detach()}, stats
+
+    # --------------------------------------------------------------- epochs
+
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+        self.model.train()
+        seed = _epoch_seed(self.cfg.seed, epoch)
+        torch.manual_seed(seed)  # dropout stream of this epoch
+        generator = torch.Generator().manual_seed(seed)
+        batches = epoch_batches(self.data.train.corpus_index.cpu(), self.cfg.optim.batch_size, generator,
+                                self.corpus_weights).to(self.device)
+        sums: dict[str, Tensor] = {}
+        counts: dict[str, int] = {}
+        accepted = {t: 0 for t in self.tasks}
+        candidates = {t: 0 for t in self.tasks}
+        for step, idx in enumerate(batches):
+            losses, stats = self.train_step(self.data.train.index(idx), epoch, step)
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
+            for task, s in stats.items():
+                accepted[task] += s.accepted
+                candidates[task] += s.candidates
+        mean_losses = {name: float(total) / counts[name] for name, total in sums.items()}
+        acceptance = {t: accepted[t] / candidates[t] if candidates[t] else math.nan for t in self.tasks}
+        return mean_losses, acceptance
+
+    def fit(
+        self,
+        epochs: int | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+        resume: bool = False,
+    ) -> FitResult:
+        """Train until ``epochs`` (default ``optim.epochs``) or early stopping.
+
+        With ``resume`` and an ``output_dir/last`` checkpoint, continue from it.
+        """
+        epochs = epochs or self.cfg.optim.epochs
+        start = 0
+        if resume and self.output_dir is not None and (self.output_dir / "last" / "state.json").exists():
+            start = self.restore(self.output_dir / "last")
+        patience = self.cfg.optim.early_stopping_patience
+        stopped = False
+        for epoch in range(start, epochs):
+            if patience and self.epochs_since_best >= patience:
+                stopped = True
+                break
+            tic = time.perf_counter()
+            losses, acceptance = self.train_epoch(epoch)
+            metrics = evaluate(self.model, self.data.dev)
+            score = dev_score(metrics, self.tasks)
+            if self.scheduler is not None and not steps_per_batch(self.scheduler):
+                self.scheduler.step(score)
+            improved = score > self.best_score
+            if improved:
+                self.best_score, self.best_epoch, self.epochs_since_best = score, epoch, 0
+            else:
+                self.epochs_since_best += 1
+            report = EpochReport(
+                epoch=epoch,
+                metrics=metrics,
+                score=score,
+                losses=losses,
+                weights={f"{b}_{t}": w for b in BRANCHES for t, w in self._weights(b).items()},
+                acceptance=acceptance,
+                lr=self.optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - tic,
+                best=improved,
+            )
+            self.history.append(report)
+            self.save(improved)
+            if on_epoch is not None:
+                on_epoch(report)
+        return FitResult(self.best_epoch, self.best_score, list(self.history), stopped)
+
+    # --------------------------------------------------------------- checkpoints
+
+    def save(self, improved: bool) -> None:
+        if self.output_dir is None:
+            return
+        if improved:
+            save_checkpoint(self.output_dir / "best", self.model, self.spec)
+        state = {
+            "epoch": self.history[-1].epoch if self.history else -1,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "epochs_since_best": self.epochs_since_best,
+            "gradnorm": {b: None if gn is None else gn.state_dict() for b, gn in self.gradnorm.items()},
+            "history": [asdict(r) for r in self.history],
+        }
+        save_checkpoint(self.output_dir / "last", self.model, self.spec, self.optimizer, self.scheduler, state)
+
+    def restore(self, path: str | Path) -> int:
+        """Load a ``last`` checkpoint; returns the next epoch to run."""
+        state = load_training_state(path, self.model, self.optimizer, self.scheduler)
+        for branch, gn_state in state["gradnorm"].items():
+            if self.gradnorm[branch] is not None and gn_state is not None:
+                self.gradnorm[branch].load_state_dict(gn_state)
+        self.best_score = state["best_score"]
+        self.best_epoch = state["best_epoch"]
+        self.epochs_since_best = state["epochs_since_best"]
+        self.history = [EpochReport(**r) for r in state["history"]]
+        return state["epoch"] + 1
+
+
+__all__ = ["EpochReport", "FitResult", "METRICS", "NonFiniteLossError", "Trainer", "TrainingData",
+           "load_training_data", "resolve_device"]
