@@ -91,3 +91,17 @@ def dev_score(metrics: Mapping[str, float], tasks: Sequence[str]) -> float:
     per_task = [np.mean([metrics.get(m, np.nan) for m in TASK_METRICS[t]]) for t in tasks]
     return float(np.mean(per_task))
 
+
+
+def interval_report(
+    model: nn.Module, splits: Mapping[str, CorpusTensors], n_resamples: int = 1000, seed: int = 0
+) -> list[dict[str, float | str | int]]:
+    """Rows ``{corpus, metric, value, low, high, n}`` with percentile-bootstrap 95% intervals."""
+    rows = []
+    for corpus, data in splits.items():
+        outputs = predict(model, data)
+        n = int(data.label_mask[CORPORA[corpus].task].sum())
+        for name, ci in corpus_intervals(corpus, outputs, data, n_resamples, seed).items():
+            rows.append({"corpus": corpus, "metric": name.split("_", 1)[1], "value": ci.value,
+                         "low": ci.low, "high": ci.high, "n": n})
+    return rows

@@ -33,6 +33,16 @@ Which source each choice follows:
   weights stay unchanged and all weights still sum to the budget.
 - Losses are assumed non-negative (CE, MAE, BCE). A component's L_t(0) is captured only
   from a strictly positive value, since r_t divides by it.
+
+Scale of lr: the step on w_t is lr * n_t, so lr must suit the size of the gradient norms,
+which depends on which parameters count as shared (all non-task parameters in the authors'
+code, the last shared layer in Chen et al.). When lr * n_t is comparable to w_t, the L1
+subgradient makes the weights jump between the floor and the budget every other step.
+
+Two layers: :meth:`GradNorm.update` takes unweighted losses and unweighted norms n_t as
+floats (a trainer may compute the norms any cheaper way, e.g. all six components of both
+branches in one call of :func:`gradient_norms`); :meth:`GradNorm.step` computes the norms
+with :func:`gradient_norms` and calls :meth:`GradNorm.update`.
 """
 
 from __future__ import annotations
@@ -47,18 +57,21 @@ import torch
 def gradient_norms(
     losses: Mapping[str, torch.Tensor],
     shared: Sequence[torch.Tensor],
-    batched: bool = True,
+    batched: bool = False,
 ) -> dict[str, float]:
     """Unweighted norms n_t = ||d L_t / d shared||_2 of scalar losses, as floats.
 
     The caller's graph is retained (retain_graph=True, create_graph=False) so the
-    weighted total loss can be backpropagated afterwards. A shared tensor that a loss does
-    not reach contributes zero. Pass only finite losses: a non-finite component can make
-    every row of a batched backward NaN.
+    weighted total loss can be backpropagated afterwards; .grad is not touched. A shared
+    tensor that a loss does not reach contributes zero. Pass only finite losses: in the
+    batched form a non-finite component can turn every row NaN.
 
-    ``batched=True`` (default, faster in benchmarks/bench_gradnorm.py) does one vmapped
-    backward over the stacked losses (is_grads_batched). ``batched=False`` does one backward
-    per loss; keep it for models with an op that has no vmap batching rule.
+    ``batched=False`` (default) runs one backward per loss. ``batched=True`` runs a single
+    vmapped backward over the stacked losses (is_grads_batched). On CPU the per-loss form
+    measured as fast or faster (benchmarks/bench_gradnorm.py: vmap turns the weight
+    gradients into bmm over a broadcast input, slower than k plain mm); the batched form
+    saves k-1 graph traversals and kernel launches, so measure it on GPU with
+    ``bench_gradnorm.py --device cuda`` before switching.
     """
     names = list(losses)
     if not names:

@@ -251,6 +251,15 @@ def generate(out: str | Path, preset: str = "demo", seed: int = 0,
     return Path(out)
 
 
+def ensure_store(root: str | Path, preset: str = "demo", seed: int = 0) -> Path:
+    """The synthetic store at ``root``, generated on first use and reused afterwards."""
+    root = Path(root)
+    if not (root / "manifest.json").exists():
+        print(f"generating the synthetic {preset} corpora (seed {seed}) into {root} ...", flush=True)
+        generate(root, preset, seed)
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scd_core.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="feature-store root to write")

@@ -72,18 +72,30 @@ def _drop_rows_without_modalities(data: CorpusTensors, where: str) -> CorpusTens
     return data.index(torch.nonzero(keep).squeeze(1))
 
 
-def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.device) -> TrainingData:
-    """Load the config's corpora from the feature store at ``root``."""
+def _read_manifest(cfg: ExperimentConfig, root: str | Path) -> Manifest:
     manifest = Manifest.read(Path(root))
-    modalities = cfg.data.modalities
-    absent = [m for m in modalities if m not in manifest.modalities]
+    absent = [m for m in cfg.data.modalities if m not in manifest.modalities]
     if absent:
         raise ValueError(f"{root}: the feature store has no modality {absent} (it has {sorted(manifest.modalities)})")
+    return manifest
 
-    def load(corpus: str, split: str) -> CorpusTensors:
-        data = load_split(root, corpus, split, modalities, device, manifest)
-        return _drop_rows_without_modalities(data, f"{corpus}/{split}")
 
+def _load(root: str | Path, corpus: str, split: str, cfg: ExperimentConfig, manifest: Manifest,
+          device: torch.device) -> CorpusTensors:
+    data = load_split(root, corpus, split, cfg.data.modalities, device, manifest)
+    return _drop_rows_without_modalities(data, f"{corpus}/{split}")
+
+
+def load_eval_splits(cfg: ExperimentConfig, root: str | Path, split: str, device: torch.device) -> dict[str, CorpusTensors]:
+    """``split`` of every training and zero-shot corpus that has it: corpus -> rows."""
+    manifest = _read_manifest(cfg, root)
+    corpora = [*cfg.data.train_corpora, *cfg.data.zero_shot_corpora]
+    return {c: _load(root, c, split, cfg, manifest, device) for c in corpora if split in manifest.corpora.get(c, {})}
+
+
+def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.device) -> TrainingData:
+    """Load the config's corpora from the feature store at ``root``."""
+    manifest = _read_manifest(cfg, root)
     for corpus in cfg.data.train_corpora:
         for split in ("train", "dev"):
             if split not in manifest.corpora.get(corpus, {}):
@@ -92,13 +104,11 @@ def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.de
     missing = [t for t in cfg.data.tasks if t not in trained_tasks]
     if missing:
         raise ValueError(f"task(s) {missing} have no training corpus in data.train_corpora {cfg.data.train_corpora}")
-    corpora = [*cfg.data.train_corpora, *cfg.data.zero_shot_corpora]
-    splits = {s: {c: load(c, s) for c in corpora if s in manifest.corpora.get(c, {})} for s in ("dev", "test")}
     return TrainingData(
-        train=concat([load(c, "train") for c in cfg.data.train_corpora]),
-        dev=splits["dev"],
-        test=splits["test"],
-        modality_dims={m: manifest.modalities[m].dim for m in modalities},
+        train=concat([_load(root, c, "train", cfg, manifest, device) for c in cfg.data.train_corpora]),
+        dev=load_eval_splits(cfg, root, "dev", device),
+        test=load_eval_splits(cfg, root, "test", device),
+        modality_dims={m: manifest.modalities[m].dim for m in cfg.data.modalities},
         manifest_digest=manifest.digest(),
     )
 
@@ -305,4 +315,4 @@ class Trainer:
 
 
 __all__ = ["EpochReport", "FitResult", "METRICS", "NonFiniteLossError", "Trainer", "TrainingData",
-           "load_training_data", "resolve_device"]
+           "load_eval_splits", "load_training_data", "resolve_device"]

@@ -1,0 +1,102 @@
+"""Training on the synthetic demo corpora: it learns, it resumes exactly, checkpoints are safe."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scd_core.checkpoint import load_model
+from scd_core.config import load_config
+from scd_core.evaluation import TASK_METRICS, evaluate, predict
+from scd_core.trainer import NonFiniteLossError, Trainer, load_training_data
+
+SMALL = ["model.hidden_dim=64", "model.out_features=64", "optim.lr=1e-3", "optim.early_stopping_patience=0"]
+
+
+@pytest.fixture(scope="module")
+def small_data(demo_store):
+    cfg = load_config(None, SMALL)
+    return cfg, load_training_data(cfg, demo_store, torch.device("cpu"))
+
+
+def task_means(metrics):
+    return {t: np.mean([metrics[m] for m in names]) for t, names in TASK_METRICS.items()}
+
+
+def test_short_run_beats_untrained_model_on_every_task(small_data, tmp_path):
+    cfg, data = small_data
+    cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 8})})
+    trainer = Trainer(cfg, data, tmp_path)
+    before = task_means(evaluate(trainer.model, data.dev))
+    reports = []
+    result = trainer.fit(on_epoch=reports.append)
+    best, _ = load_model(tmp_path / "best")
+    after = task_means(evaluate(best, data.dev))
+    for task in ("emo", "pt", "ah"):
+        assert after[task] > before[task] + 0.02, (task, before[task], after[task])
+
+    assert [r.epoch for r in reports] == list(range(8))
+    report = reports[-1]
+    assert set(report.weights) == {f"{b}_{t}" for b in ("sup", "ssl") for t in ("emo", "pt", "ah")}
+    assert sum(report.weights[f"sup_{t}"] for t in ("emo", "pt", "ah")) == pytest.approx(3.0)
+    assert sum(report.weights[f"ssl_{t}"] for t in ("emo", "pt", "ah")) == pytest.approx(0.9)
+    assert all(0 <= report.acceptance[t] <= 1 for t in ("emo", "pt", "ah"))
+    assert {"sup_emo", "sup_pt", "sup_ah", "total"} <= set(report.losses)
+    assert result.best_score == max(r.score for r in reports)
+    assert reports[result.best_epoch].best
+
+
+def test_resume_matches_uninterrupted_run(small_data, tmp_path):
+    cfg, data = small_data
+    cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 3})})
+    full = Trainer(cfg, data, tmp_path / "full")
+    full.fit()
+
+    first = Trainer(cfg, data, tmp_path / "split")
+    first.fit(epochs=2)  # "interrupted" after two epochs
+    resumed = Trainer(cfg, data, tmp_path / "split")
+    result = resumed.fit(resume=True)
+
+    assert [r.epoch for r in result.history] == [0, 1, 2]
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert full.gradnorm["sup"].weights == resumed.gradnorm["sup"].weights
+    assert full.history[-1].metrics == resumed.history[-1].metrics
+
+
+def test_checkpoint_is_safetensors_and_json(small_data, tmp_path):
+    cfg, data = small_data
+    trainer = Trainer(cfg, data, tmp_path)
+    trainer.fit(epochs=1)
+    files = {p.name for p in (tmp_path / "last").iterdir()}
+    assert files == {"model.safetensors", "config.json", "optimizer.safetensors", "state.json"}
+    state = json.loads((tmp_path / "last" / "state.json").read_text())
+    assert state["epoch"] == 0 and state["gradnorm"]["sup"]["names"] == ["emo", "pt", "ah"]
+    model, spec = load_model(tmp_path / "last")
+    assert spec.config == cfg and spec.tasks == ["emo", "pt", "ah"]
+    mosei = data.dev["mosei"]
+    expected = predict(trainer.model, mosei)["emo"]
+    assert torch.allclose(predict(model, mosei)["emo"], expected)
+
+
+def test_non_finite_loss_names_the_step(small_data):
+    cfg, data = small_data
+    trainer = Trainer(cfg, data)
+    with torch.no_grad():
+        next(iter(trainer.model.heads.values())).reset_parameters()
+        for p in trainer.model.modality_projectors.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0 step 0: non-finite loss"):
+        trainer.train_epoch(0)
+
+
+def test_optimisers_and_schedulers_run(small_data):
+    cfg, data = small_data
+    for optimizer, scheduler in [("adamw", "cosine"), ("sgd", "onecycle"), ("rmsprop", "none"), ("lion", "plateau")]:
+        c = load_config(None, [*SMALL, f"optim.optimizer={optimizer}", f"optim.scheduler={scheduler}",
+                               "optim.epochs=1", "ssl.gradnorm=false"])
+        trainer = Trainer(c, data)
+        result = trainer.fit()
+        assert np.isfinite(result.best_score)
+        assert all(w == 1.0 for k, w in result.history[0].weights.items())
