@@ -2,9 +2,9 @@
 
 One step: a mixed-corpus batch (``scd_core.batching``) -> one forward pass -> supervised
 losses on each task's labelled rows and pseudo-label losses on the other rows
-(``scd_core.losses``) -> the six GradNorm weights (two ``GradNorm`` branches, their six
-gradient norms taken in one batched backward pass) -> one backward pass of
-``sum(w * L)`` with the weights detached -> optimiser step.
+(``scd_core.losses``) -> one backward pass of ``sum(w * L)`` with the weights detached,
+whose per-task gradients at the shared trunk also give the six GradNorm norms
+(``Trainer._trunk_backward``) -> the two ``GradNorm`` branches update -> optimiser step.
 
 Model selection uses dev splits only (``scd_core.evaluation.dev_score``). Every epoch
 ends with an ``EpochReport`` handed to ``on_epoch`` (the tuning job reports it to Ray Tune
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,8 +30,9 @@ from scd_core.checkpoint import ModelSpec, build_model, load_training_state, sav
 from scd_core.config import ExperimentConfig
 from scd_core.evaluation import METRICS, dev_score, evaluate
 from scd_core.features import CorpusTensors, Manifest, concat, load_split
-from scd_core.gradnorm import GradNorm, gradient_norms
+from scd_core.gradnorm import GradNorm
 from scd_core.losses import pseudo_label_losses, supervised_losses
+from scd_core.model import SharedState
 from scd_core.optim import build_optimizer, build_scheduler, steps_per_batch
 from scd_core.tasks import CORPORA
 
@@ -136,6 +137,11 @@ class FitResult:
     stopped_early: bool = False
 
 
+def _detached(state: SharedState) -> SharedState:
+    """The trunk's output as fresh leaves: a branch's gradient stops there (see ``_trunk_backward``)."""
+    return replace(state, z=state.z.detach().requires_grad_(), c_mods=state.c_mods.detach().requires_grad_())
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -181,8 +187,34 @@ class Trainer:
         return dict(gn.weights) if self.cfg.ssl.gradnorm else {t: 1.0 for t in self.tasks}
 
     def train_step(self, batch: CorpusTensors, epoch: int, step: int) -> tuple[dict[str, Tensor], dict]:
-        """One optimisation step; returns the detached component losses and pseudo-label stats."""
-        outputs = self.model(batch.features, batch.modality_mask)
+        """One optimisation step; returns the detached component losses and pseudo-label stats.
+
+        The total loss of a step uses the weights that the previous step's GradNorm update
+        left (as in Chen et al. 2018, Algorithm 1); this step's norms update them after.
+        """
+        losses, norms, stats = self.backward(batch, epoch, step)
+        if norms is not None:
+            values = dict(zip(norms, torch.stack([losses[name] for name in norms]).tolist()))  # one sync
+            for branch, gn in self.gradnorm.items():
+                present = [t for t in self.tasks if f"{branch}_{t}" in norms]
+                if gn is not None and present:
+                    gn.update({t: values[f"{branch}_{t}"] for t in present}, {t: norms[f"{branch}_{t}"] for t in present})
+        self.optimizer.step()
+        if steps_per_batch(self.scheduler):
+            self.scheduler.step()
+        return losses, stats
+
+    def backward(self, batch: CorpusTensors, epoch: int = 0, step: int = 0):
+        """Forward, losses and gradients of ``sum(w * L)`` in every parameter's ``.grad``.
+
+        Returns the detached losses (``<branch>_<task>`` and ``total``), the unweighted
+        gradient norms w.r.t. the shared parameters (None without GradNorm) and the
+        pseudo-label statistics.
+        """
+        model, gradnorm = self.model, self.cfg.ssl.gradnorm
+        state = model.encode(batch.features, batch.modality_mask)
+        branch_inputs = {t: _detached(state) if gradnorm else state for t in self.tasks}
+        outputs = {t: model.decode(branch_inputs[t], t) for t in self.tasks}
         components = {"sup": supervised_losses(outputs, batch.labels, batch.label_mask, "distribution")}
         stats = {}
         if self.cfg.ssl.enabled and self.gradnorm["ssl"] is not None:
@@ -190,26 +222,58 @@ class Trainer:
         flat = {f"{b}_{t}": loss for b, losses in components.items() for t, loss in losses.items()}
         if not flat:
             raise RuntimeError(f"epoch {epoch} step {step}: the batch produced no loss at all")
-        values = dict(zip(flat, torch.stack([v.detach() for v in flat.values()]).tolist()))
-        bad = [name for name, v in values.items() if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(f"epoch {epoch} step {step}: non-finite loss {bad} ({values})")
-        if self.cfg.ssl.gradnorm:
-            norms = gradient_norms(flat, self.shared)  # all six norms in one batched backward
-            for branch, losses in components.items():
-                prefix = f"{branch}_"
-                self.gradnorm[branch].update(
-                    {t: values[prefix + t] for t in losses}, {t: norms[prefix + t] for t in losses}
-                )
-        total = sum(
-            self._weights(branch)[t] * loss for branch, losses in components.items() for t, loss in losses.items()
-        )
+        values = torch.stack([v.detach() for v in flat.values()])
+        if not bool(torch.isfinite(values).all()):
+            found = dict(zip(flat, values.tolist()))
+            raise NonFiniteLossError(f"epoch {epoch} step {step}: non-finite loss in {found}")
+        weights = {b: self._weights(b) for b in components}
+        total = sum(weights[b][t] * loss for b, losses in components.items() for t, loss in losses.items())
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        if steps_per_batch(self.scheduler):
-            self.scheduler.step()
-        return {**{k: v.detach() for k, v in flat.items()}, "total": total.detach()}, stats
+        total.backward()  # task branches only, when GradNorm cut them from the trunk
+        norms = self._trunk_backward(state, branch_inputs, components, weights, batch.label_mask) if gradnorm else None
+        return {**dict(zip(flat, values)), "total": total.detach()}, norms, stats
+
+    def _trunk_backward(self, state, branch_inputs, components, weights, label_mask) -> dict[str, float]:
+        """Shared-parameter gradients of the total loss, and the six GradNorm norms, in six
+        backward passes through the trunk alone.
+
+        The naive way takes one backward pass through the whole model per component
+        (six) plus one for the total: on the CPU that costs about 2x a plain step. Here each
+        task branch read its own detached copy of the trunk's output (``z``, ``c_mods``), so
+        the one backward pass of the total filled, per task t, the gradient
+        ``w_sup_t dL_sup_t + w_ssl_t dL_ssl_t`` arriving at the trunk. Samples do not
+        interact in MCDM (graph and attention run within a sample), so that gradient splits
+        by rows: rows labelled for t carry only the supervised component, the other rows
+        only the pseudo-label one. Dividing by the weight gives each component's own
+        gradient at the trunk; one backward pass of it through the trunk gives
+        dL_c/d theta_shared, its norm, and (weighted and summed) the total's gradient.
+        """
+        shared = self.shared
+        total_grads: list[Tensor | None] = [None] * len(shared)
+        norms = {}
+        for branch, losses in components.items():
+            for task in losses:
+                rows = label_mask[task] if branch == "sup" else ~label_mask[task]
+                scale = rows.to(state.z.dtype)[:, None, None] / weights[branch][task]
+                leaf = branch_inputs[task]
+                outputs, grad_outputs = [], []
+                for tensor, arrived in ((state.z, leaf.z.grad), (state.c_mods, leaf.c_mods.grad)):
+                    if arrived is not None:
+                        outputs.append(tensor)
+                        grad_outputs.append(arrived * scale)
+                grads = torch.autograd.grad(outputs, shared, grad_outputs, retain_graph=True, allow_unused=True)
+                present = [g for g in grads if g is not None]
+                norms[f"{branch}_{task}"] = (
+                    torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
+                    if present else state.z.new_zeros(())
+                )
+                weight = weights[branch][task]
+                for i, g in enumerate(grads):
+                    if g is not None:  # g is a fresh tensor from autograd.grad: safe to scale in place
+                        total_grads[i] = g.mul_(weight) if total_grads[i] is None else total_grads[i].add_(g, alpha=weight)
+        for param, grad in zip(shared, total_grads):
+            param.grad = grad
+        return dict(zip(norms, torch.stack(list(norms.values())).tolist()))  # one device sync
 
     # --------------------------------------------------------------- epochs
 

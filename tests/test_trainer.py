@@ -100,3 +100,34 @@ def test_optimisers_and_schedulers_run(small_data):
         result = trainer.fit()
         assert np.isfinite(result.best_score)
         assert all(w == 1.0 for k, w in result.history[0].weights.items())
+
+
+def test_trunk_backward_equals_naive_gradnorm_and_total_gradient(small_data):
+    """The one-pass scheme of Trainer._trunk_backward against per-component full backward passes."""
+    from scd_core.gradnorm import gradient_norms
+    from scd_core.losses import pseudo_label_losses, supervised_losses
+
+    cfg, data = small_data
+    cfg = load_config(None, [*SMALL, "model.dropout=0", "ssl.tau_emo=0.1", "ssl.tau_ah=0.5", "ssl.tau_pt=0.5"])
+    trainer = Trainer(cfg, data)
+    trainer.gradnorm["sup"].weights = {"emo": 0.5, "pt": 2.0, "ah": 0.5}  # unequal, to catch a mix-up
+    batch = data.train.index(torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))[:64])
+    losses, norms, _ = trainer.backward(batch)
+    fast = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    model = trainer.model
+    outputs = model(batch.features, batch.modality_mask)
+    sup = supervised_losses(outputs, batch.labels, batch.label_mask)
+    ssl, _ = pseudo_label_losses(outputs, batch.label_mask, trainer.thresholds)
+    flat = {**{f"sup_{t}": v for t, v in sup.items()}, **{f"ssl_{t}": v for t, v in ssl.items()}}
+    assert set(flat) == set(norms) and len(flat) == 6
+    naive_norms = gradient_norms(flat, model.shared_parameters())
+    for name in flat:
+        assert norms[name] == pytest.approx(naive_norms[name], rel=1e-4), name
+        assert losses[name].item() == pytest.approx(flat[name].item(), rel=1e-6)
+    w = {f"sup_{t}": x for t, x in trainer.gradnorm["sup"].weights.items()}
+    w.update({f"ssl_{t}": x for t, x in trainer.gradnorm["ssl"].weights.items()})
+    model.zero_grad(set_to_none=True)
+    sum(w[n] * v for n, v in flat.items()).backward()
+    for name, param in model.named_parameters():
+        assert torch.allclose(fast[name], param.grad, rtol=1e-4, atol=1e-7), name

@@ -26,12 +26,21 @@ from scd_core.model.graph import (  # noqa: E402
     normalized_adjacency,
     unitary_propagator,
 )
-from scd_core.model.mcdm import MCDM, NAMED_MODELS, count_parameters, model_name, named_model, size_mb  # noqa: E402
+from scd_core.model.mcdm import (  # noqa: E402
+    MCDM,
+    NAMED_MODELS,
+    SharedState,
+    count_parameters,
+    model_name,
+    named_model,
+    size_mb,
+)
 
 __all__ = [
     "GRAPH_LAYERS",
     "ATTENTION_LAYERS",
     "MCDM",
+    "SharedState",
     "NAMED_MODELS",
     "named_model",
     "model_name",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +16,7 @@ from scd_core.tasks import TASKS
 if TYPE_CHECKING:  # config's validators import this package: no import cycle at run time
     from scd_core.config import ModelConfig
 
-__all__ = ["MCDM", "NAMED_MODELS", "named_model", "model_name", "count_parameters", "size_mb"]
+__all__ = ["MCDM", "SharedState", "NAMED_MODELS", "named_model", "model_name", "count_parameters", "size_mb"]
 
 NAMED_MODELS: dict[str, dict[str, str]] = {
     "MCDM-1": {"graph": "gat", "attention": "mha"},
@@ -51,6 +52,23 @@ def size_mb(module: nn.Module) -> float:
     """Bytes of parameters and buffers in MiB (2**20), the unit of Table 17's "MB"."""
     tensors = list(module.parameters()) + list(module.buffers())
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+@dataclass
+class SharedState:
+    """The trunk's output that every task branch reads (``B`` samples, ``N`` nodes, ``H``).
+
+    z, c_mods: [B, N, H] projected modalities and their shared-graph contextualisation;
+    adj: [B, N, N] bool; operator: the graph layer's per-batch precomputation;
+    padding: [B, N] bool, True = missing modality; count: [B, 1] present modalities.
+    """
+
+    z: Tensor
+    c_mods: Tensor
+    adj: Tensor
+    operator: Any
+    padding: Tensor
+    count: Tensor
 
 
 class MCDM(nn.Module):
@@ -254,8 +272,46 @@ class MCDM(nn.Module):
             raise ValueError(f"sample(s) {empty} of the batch have every modality missing; MCDM needs at least one")
         return modality_mask
 
+    def encode(self, features: Mapping[str, Tensor], modality_mask: Tensor | None = None) -> SharedState:
+        """The shared trunk: modality projectors and the shared graph layer (Eq. 1-5)."""
+        mask = self._modality_mask(features, modality_mask)
+        z = torch.stack(
+            [
+                self.modality_projectors[m](torch.where(mask[:, i, None], features[m], 0.0))
+                for i, m in enumerate(self.modalities)
+            ],
+            dim=1,
+        )  # [B, N, H]
+        adj = modality_adjacency(mask)  # [B, N, N]
+        operator = self.shared_graph.precompute(adj)  # once per batch, shared by all graph layers
+        return SharedState(
+            z=z,
+            c_mods=self.shared_graph(z, adj, operator),
+            adj=adj,
+            operator=operator,
+            padding=~mask,
+            count=mask.sum(dim=1, keepdim=True).to(z.dtype),  # [B, 1], >= 1
+        )
+
+    def decode(self, state: SharedState, task: str) -> Tensor:
+        """One task's branch (Eq. 6-13) on the shared state; ``[B, C_t]``."""
+        if self.use_task_projectors:
+            _, p = self.task_projectors[task](state.z)  # L_t [B, N, C_t], P_t [B, N, H]
+            query = self.task_graphs[task](p, state.adj, state.operator)
+        else:
+            query = state.c_mods
+        padding = state.padding
+        tokens = self.attentions[task](query, state.c_mods, state.c_mods, padding, query_padding_mask=padding)
+        r = tokens.masked_fill(padding.unsqueeze(-1), 0.0).sum(dim=1) / state.count  # [B, H]
+        head = self.heads[task](r)
+        regression = TASKS[task].kind == "regression"
+        if self.use_guide_banks:
+            sim = self.guide_banks[task](r)
+            return (torch.sigmoid(head) + torch.sigmoid(sim)) / 2 if regression else (head + sim) / 2
+        return torch.sigmoid(head) if regression else head
+
     def forward(self, features: Mapping[str, Tensor], modality_mask: Tensor | None = None) -> dict[str, Tensor]:
-        """Predict every task.
+        """Predict every task (``encode`` then ``decode`` per task).
 
         Args:
             features: modality name -> ``[B, d_m]`` float; rows of missing modalities may
@@ -267,35 +323,5 @@ class MCDM(nn.Module):
             task -> ``[B, C_t]``: logits per Eq. 13 for classification tasks (emo, ah),
             values in ``[0, 1]`` for pt.
         """
-        mask = self._modality_mask(features, modality_mask)
-        z = torch.stack(
-            [
-                self.modality_projectors[m](torch.where(mask[:, i, None], features[m], 0.0))
-                for i, m in enumerate(self.modalities)
-            ],
-            dim=1,
-        )  # [B, N, H]
-        adj = modality_adjacency(mask)  # [B, N, N]
-        operator = self.shared_graph.precompute(adj)  # once per batch, shared by all graph layers
-        c_mods = self.shared_graph(z, adj, operator)
-        padding = ~mask
-        count = mask.sum(dim=1, keepdim=True).to(z.dtype)  # [B, 1], >= 1
-
-        outputs: dict[str, Tensor] = {}
-        for t in self.tasks:
-            if self.use_task_projectors:
-                _, p = self.task_projectors[t](z)  # L_t [B, N, C_t], P_t [B, N, H]
-                query = self.task_graphs[t](p, adj, operator)
-            else:
-                query = c_mods
-            tokens = self.attentions[t](query, c_mods, c_mods, padding, query_padding_mask=padding)
-            r = tokens.masked_fill(padding.unsqueeze(-1), 0.0).sum(dim=1) / count  # [B, H]
-            head = self.heads[t](r)
-            regression = TASKS[t].kind == "regression"
-            if self.use_guide_banks:
-                sim = self.guide_banks[t](r)
-                out = (torch.sigmoid(head) + torch.sigmoid(sim)) / 2 if regression else (head + sim) / 2
-            else:
-                out = torch.sigmoid(head) if regression else head
-            outputs[t] = out
-        return outputs
+        state = self.encode(features, modality_mask)
+        return {t: self.decode(state, t) for t in self.tasks}
