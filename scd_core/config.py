@@ -182,19 +182,13 @@ def _format_errors(err: ValidationError) -> str:
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """``["model.hidden_dim=256", "data.tasks=[emo,pt]"]`` -> nested dict (values parsed as YAML)."""
-    nested: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form section.field=value")
-        node = nested
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
-        node[leaf] = yaml.safe_load(raw)
-    return nested
+        flat[key.strip()] = yaml.safe_load(raw)
+    return nest(flat)
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +207,25 @@ def build_config(values: dict[str, Any]) -> ExperimentConfig:
         return ExperimentConfig.model_validate(values)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"model.hidden_dim": 256}`` -> ``{"model": {"hidden_dim": 256}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key {key!r} conflicts with another key setting {part!r}")
+        node[leaf] = value
+    return nested
+
+
+def with_overrides(cfg: ExperimentConfig, flat: dict[str, Any]) -> ExperimentConfig:
+    """A copy of ``cfg`` with dotted-key values applied, validated like any config."""
+    return build_config(_merge(cfg.to_dict(), nest(flat)))
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
