@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on the test splits, with bootstrap 95% intervals.
 
     python ray_jobs/evaluate.py --checkpoint runs/train/best [--features ROOT] [--split test]
+    python ray_jobs/evaluate.py --model models:/scd-mmpsr@champion [--tracking-uri URI]
 
 Reports every training corpus's metrics and the zero-shot emotion metrics on MELD
 (MF1, WF1, UAR over 7 classes). Without ``--features`` it uses the store the checkpoint's
@@ -22,7 +23,10 @@ from scd_core.trainer import load_eval_splits, resolve_device
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint directory (model.safetensors + config.json)")
+    source.add_argument("--model", help="registered model URI, e.g. models:/scd-mmpsr@champion")
+    parser.add_argument("--tracking-uri", help="for --model: default $MLFLOW_TRACKING_URI or the local store")
     parser.add_argument("--features", help="feature-store root")
     parser.add_argument("--split", default="test", choices=["dev", "test"])
     parser.add_argument("--n-resamples", type=int, default=1000)
@@ -30,11 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    model, spec = load_model(args.checkpoint, device)
+    checkpoint = args.checkpoint
+    if args.model:  # only this path needs MLflow
+        from tuning.promote import fetch_model
+        from tuning.tracking import Tracking
+
+        checkpoint = fetch_model(args.model, Tracking.resolve(args.tracking_uri))
+    model, spec = load_model(checkpoint, device)
     root = args.features or spec.config.data.features or ensure_store("features/demo")
     splits = load_eval_splits(spec.config, root, args.split, device)
     rows = interval_report(model, splits, args.n_resamples, args.seed)
-    print(f"{args.checkpoint} on {root} ({args.split}; 95% percentile bootstrap, {args.n_resamples} resamples)\n")
+    print(f"{args.model or checkpoint} on {root} ({args.split}; 95% percentile bootstrap, {args.n_resamples} resamples)\n")
     print(tabulate(
         [[r["corpus"], r["metric"], f"{100 * r['value']:.2f}", f"[{100 * r['low']:.2f}, {100 * r['high']:.2f}]", r["n"]]
          for r in rows],

@@ -45,6 +45,17 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _feature_array(values: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """Rows of ``values`` [N, dim] as a list<float32> column, null where ``keep`` is False.
+
+    A plain list, not a fixed_size_list: pyarrow 25 (the release Ray pins) cannot read
+    back a fixed_size_list column with nulls from Parquet. Readers check the length.
+    """
+    offsets = np.concatenate([[0], np.cumsum(np.where(keep, values.shape[1], 0))])
+    kind = pa.ListArray if offsets[-1] < 2**31 else pa.LargeListArray  # int32 offsets up to 2**31 values
+    return kind.from_arrays(pa.array(offsets), pa.array(values[keep].reshape(-1)), mask=pa.array(~keep))
+
+
 class FeatureStoreWriter:
     """Writes splits into ``root`` and keeps ``manifest.json`` in step.
 
@@ -103,10 +114,8 @@ class FeatureStoreWriter:
                 raise FeatureStoreError(
                     f"{corpus}/{split}: features {name!r} have shape {values.shape}, expected {(n, info.dim)}"
                 )
-            mask = None if present is None or name not in present else ~np.asarray(present[name], bool)
-            columns[feature_column(name)] = pa.FixedSizeListArray.from_arrays(
-                pa.array(values.reshape(-1)), info.dim, mask=None if mask is None else pa.array(mask)
-            )
+            keep = np.ones(n, bool) if present is None or name not in present else np.asarray(present[name], bool)
+            columns[feature_column(name)] = _feature_array(values, keep)
         for name in set(labels) - set(LABEL_COLUMNS):
             raise FeatureStoreError(f"{corpus}/{split}: unknown label column {name!r}")
         for name in LABEL_COLUMNS:

@@ -1,0 +1,37 @@
+"""Promote a trial's best checkpoint to the registered model (alias ``champion``).
+
+    python ray_jobs/promote.py --sweep NAME [--by mean_rank|dev_score] [--export DIR]
+    python ray_jobs/promote.py --run-id RUN_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dashboards.leaderboard import latest_sweep
+from tuning.promote import ALIAS, MODEL_NAME, choose_run, promote
+from tuning.tracking import Tracking
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--sweep", help="promote the sweep's best trial (default: the latest sweep)")
+    which.add_argument("--run-id", help="promote this trial run")
+    p.add_argument("--by", default="mean_rank", help="mean_rank (lowest wins) or dev_score (highest wins)")
+    p.add_argument("--model-name", default=MODEL_NAME)
+    p.add_argument("--export", help="export directory (default: runs/promoted/<name>-v<version>)")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the local store")
+    args = p.parse_args(argv)
+    tracking = Tracking.resolve(args.tracking_uri)
+    run_id = args.run_id or choose_run(tracking, args.sweep or latest_sweep(tracking), args.by)
+    done = promote(tracking, run_id, args.export, args.model_name)
+    print(f"registered {done.model_name} version {done.version} (run {done.run_id}) as @{ALIAS}")
+    print(f"exported checkpoint: {done.export_dir}")
+    print(f"evaluate: python ray_jobs/evaluate.py --model models:/{done.model_name}@{ALIAS} --tracking-uri {tracking.uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

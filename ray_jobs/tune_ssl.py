@@ -1,0 +1,60 @@
+"""Hyperparameter search for SCD-MMPSR: Ray Tune + Optuna + ASHA, every trial an MLflow run.
+
+    python ray_jobs/tune_ssl.py                                   # quick demo, local Ray, local MLflow store
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python ray_jobs/tune_ssl.py --space search_spaces/table16_ssl.yaml --features /shared/features \\
+        --storage-path /shared/ray_results --tracking-uri http://127.0.0.1:5000
+
+Without RAY_ADDRESS/--address a local Ray starts; under ``ray job submit`` the job joins the
+cluster. ``--resume --name NAME`` continues an interrupted sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tuning.sweep import SweepSettings, run_sweep
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="search_spaces/quick.yaml", help="search space YAML")
+    p.add_argument("--features", help="feature-store root every node can read (default: synthetic demo corpora)")
+    p.add_argument("--config", help="experiment YAML the space's values apply on top of")
+    p.add_argument("--strategy", choices=["optuna", "grid", "oat"], help="default: the space's")
+    p.add_argument("--num-samples", type=int, help="optuna trials (default: the space's)")
+    p.add_argument("--epochs", type=int, help="epochs per trial (wins over the space)")
+    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--no-asha", action="store_true", help="run every trial to the end")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial")
+    p.add_argument("--name", help="sweep name (needed with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the sweep --name")
+    p.add_argument("--storage-path", help="where trial checkpoints live; every node must reach it")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local store)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("overrides", nargs="*", help="section.field=value applied to every trial")
+    args = p.parse_args(argv)
+    if args.resume and not args.name:
+        p.error("--resume needs --name")
+    result = run_sweep(SweepSettings(
+        space=args.space, features=args.features, config=args.config, overrides=args.overrides,
+        strategy=args.strategy, num_samples=args.num_samples, epochs=args.epochs,
+        max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        asha=not args.no_asha, max_failures=args.max_failures, name=args.name, resume=args.resume,
+        storage_path=args.storage_path, tracking_uri=args.tracking_uri, seed=args.seed, address=args.address,
+    ))
+    print(f"\nsweep {result.name}: {len(result.leaderboard.rows)} trials, {result.num_errors} failed\n")
+    print(result.leaderboard.to_text())
+    uri = result.tracking.uri
+    print(f"\nleaderboard: python -m dashboards.leaderboard --sweep {result.name} --tracking-uri {uri}")
+    print(f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    print(f"promote:     python ray_jobs/promote.py --sweep {result.name} --tracking-uri {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

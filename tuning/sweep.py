@@ -1,0 +1,165 @@
+"""A sweep: Ray Tune runs the trials, Optuna (or an exact grid / one-factor-at-a-time list)
+chooses them, ASHA stops weak ones early, MLflow records everything.
+
+``run_sweep(SweepSettings(...))`` is what ``ray_jobs/tune_ssl.py`` calls. With
+``resume=True`` an interrupted sweep (driver killed, cluster restarted) is restored from
+``storage_path/name``: finished trials are kept, unfinished ones continue from their last
+checkpoint, and every trial keeps its MLflow run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from dashboards.leaderboard import Leaderboard, publish_leaderboard
+from scd_core.config import ExperimentConfig, load_config
+from scd_core.features import Manifest
+from scd_core.synthetic import ensure_store
+from tuning.spaces import SearchSpace, load_space
+from tuning.tracking import Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
+from tuning.trial import TrialContext, run_trial
+
+
+@dataclass
+class SweepSettings:
+    """Everything ``tune_ssl.py`` accepts; None means "the space's or the platform's default"."""
+
+    space: str
+    features: str | None = None
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    strategy: str | None = None
+    num_samples: int | None = None
+    epochs: int | None = None
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    asha: bool = True
+    grace_period: int = 2
+    max_failures: int = 2
+    name: str | None = None
+    resume: bool = False
+    storage_path: str | None = None
+    tracking_uri: str | None = None
+    seed: int = 0
+    address: str | None = None
+
+
+class MlflowStatusCallback(tune.Callback):
+    """Closes each trial's MLflow run when Ray Tune is done with it.
+
+    A trial stopped early by ASHA never returns from its training loop, so its run is
+    closed here, from the driver, with the reason.
+    """
+
+    def __init__(self, tracking: Tracking, sweep: str) -> None:
+        self.tracking, self.sweep = tracking, sweep
+
+    def _close(self, trial, status: str, reason: str | None = None) -> None:
+        run = child_run(self.tracking, self.sweep, trial.trial_id)
+        if run is None:
+            return
+        client = self.tracking.client()
+        if reason:
+            client.set_tag(run.info.run_id, "failure_reason", reason[:5000])
+        if run.info.status not in ("FINISHED", "FAILED") or status == "FAILED":
+            client.set_terminated(run.info.run_id, status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        error = getattr(trial, "error_file", None)
+        reason = Path(error).read_text() if error and Path(error).exists() else "trial raised (see Ray logs)"
+        self._close(trial, "FAILED", reason.strip().splitlines()[-1] if reason.strip() else reason)
+
+
+@dataclass
+class SweepResult:
+    name: str
+    parent_run_id: str
+    leaderboard: Leaderboard
+    tracking: Tracking
+    experiment_path: Path
+    num_errors: int
+
+
+def _base_config(settings: SweepSettings) -> ExperimentConfig:
+    overrides = list(settings.overrides)
+    if settings.epochs is not None:
+        overrides.append(f"optim.epochs={settings.epochs}")
+    return load_config(settings.config, overrides)
+
+
+def run_sweep(settings: SweepSettings) -> SweepResult:
+    space: SearchSpace = load_space(settings.space)  # a bad space fails here, before any trial
+    strategy = settings.strategy or space.strategy
+    num_samples = settings.num_samples or space.num_samples
+    base = _base_config(settings)
+    home = tracking_home()
+    features = Path(settings.features or base.data.features or ensure_store(home / "features" / "demo")).resolve()
+    manifest = Manifest.read(features)
+    name = settings.name or f"{space.name}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = Path(settings.storage_path or home / "ray_results").resolve()
+    tracking = Tracking.resolve(settings.tracking_uri)
+    if settings.resume and not tune.Tuner.can_restore(str(storage / name)):
+        raise FileNotFoundError(f"nothing to resume at {storage / name} (check --name and --storage-path)")
+
+    parent_id = parent_run(tracking, name, {
+        "space": space.name, "strategy": strategy, "git_commit": git_commit(),
+        "manifest_hash": manifest.digest(), "features": str(features), **package_versions(),
+    })
+    if not ray.is_initialized():
+        ray.init(address=settings.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+
+    # Settings applied after the space's values, so the command line wins (e.g. --epochs).
+    cli = {k: v for k, v in (("optim.epochs", settings.epochs),) if v is not None}
+    context = TrialContext(space, strategy, base.to_dict(), str(features), manifest.digest(), tracking, name,
+                           parent_id, cli)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, context=context),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    experiment_path = storage / name
+    if settings.resume:
+        tuner = tune.Tuner.restore(str(experiment_path), trainable)
+    else:
+        epochs = settings.epochs or base.optim.epochs
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.param_space(strategy),
+            tune_config=tune.TuneConfig(
+                metric="dev_score",
+                mode="max",
+                search_alg=OptunaSearch(seed=settings.seed, points_to_evaluate=space.points_to_evaluate() or None)
+                if strategy == "optuna" else None,
+                scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs))
+                if settings.asha else None,
+                num_samples=num_samples if strategy == "optuna" else 1,
+                max_concurrent_trials=settings.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                callbacks=[MlflowStatusCallback(tracking, name)],
+                verbose=1,
+            ),
+        )
+    results = tuner.fit()
+    board = publish_leaderboard(tracking, name)
+    tracking.client().set_terminated(parent_id, "FINISHED")
+    return SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors))
+
+
+__all__ = ["MlflowStatusCallback", "SweepResult", "SweepSettings", "run_sweep"]
