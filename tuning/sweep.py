@@ -103,7 +103,7 @@ def _base_config(settings: SweepSettings) -> ExperimentConfig:
 def run_sweep(settings: SweepSettings) -> SweepResult:
     space: SearchSpace = load_space(settings.space)  # a bad space fails here, before any trial
     strategy = settings.strategy or space.strategy
-    num_samples = settings.num_samples or space.num_samples
+    num_trials = space.num_trials(strategy, settings.num_samples)
     base = _base_config(settings)
     home = tracking_home()
     features = Path(settings.features or base.data.features or ensure_store(home / "features" / "demo")).resolve()
@@ -133,7 +133,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     if settings.resume:
         tuner = tune.Tuner.restore(str(experiment_path), trainable)
     else:
-        epochs = settings.epochs or base.optim.epochs
+        epochs = settings.epochs or space.fixed.get("optim.epochs", base.optim.epochs)  # ASHA's horizon
         tuner = tune.Tuner(
             trainable,
             param_space=space.param_space(strategy),
@@ -144,7 +144,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
                 if strategy == "optuna" else None,
                 scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs))
                 if settings.asha else None,
-                num_samples=num_samples if strategy == "optuna" else 1,
+                num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
                 max_concurrent_trials=settings.max_concurrent,
             ),
             run_config=tune.RunConfig(

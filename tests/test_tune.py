@@ -1,0 +1,153 @@
+"""The search platform end to end with the real components: Ray Tune, Optuna, ASHA, MLflow.
+
+Small models on the synthetic demo corpora; each sweep takes tens of seconds.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+import yaml
+
+from scd_core.checkpoint import load_model
+from scd_core.evaluation import predict
+from scd_core.features import load_split
+from tuning.promote import ALIAS, MODEL_NAME, choose_run, fetch_model, promote
+from tuning.sweep import SweepSettings, run_sweep
+from tuning.tracking import Tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"model.hidden_dim": 32, "model.out_features": 32, "model.num_heads": 4, "optim.lr": 1e-3,
+         "optim.early_stopping_patience": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_space(path: Path, **body) -> str:
+    path.write_text(yaml.safe_dump({"name": path.stem, **body}))
+    return str(path)
+
+
+def children(tracking: Tracking, sweep: str):
+    client = tracking.client()
+    return client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = 'trial'")
+
+
+def settings(tmp_path, demo_store, space, **kw):
+    return SweepSettings(space=space, features=str(demo_store), storage_path=str(tmp_path / "ray"),
+                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", max_concurrent=2, **kw)
+
+
+def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_store):
+    s = settings(tmp_path, demo_store, str(ROOT / "search_spaces" / "quick.yaml"), num_samples=3, epochs=2,
+                 grace_period=1, name="quick")
+    result = run_sweep(s)
+    tracking = Tracking.resolve(s.tracking_uri)
+    client = tracking.client()
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["role"] == "sweep" and parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "leaderboard")} == {
+        "leaderboard/leaderboard.csv", "leaderboard/leaderboard.html"}
+
+    runs = children(tracking, "quick")
+    assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
+    for run in runs:
+        assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert run.info.status == "FINISHED"
+        assert "model.hidden_dim" in run.data.params and run.data.tags["manifest_hash"]
+        history = client.get_metric_history(run.info.run_id, "dev_score")
+        assert [m.step for m in history][:1] == [0]
+        for name in ("dev/mosei_mmf1", "dev/fiv2_mccc", "dev/bah_uar", "dev/meld_wf1", "weight/sup_pt",
+                     "weight/ssl_ah", "accept/emo", "loss/sup_emo", "mean_rank"):
+            assert name in run.data.metrics, name
+    assert max(len(client.get_metric_history(r.info.run_id, "dev_score")) for r in runs) == 2
+
+    done = promote(tracking, choose_run(tracking, "quick"), tmp_path / "export")
+    version = client.get_model_version_by_alias(MODEL_NAME, ALIAS)
+    assert version.version == done.version and version.tags["sweep"] == "quick"
+    assert {p.name for p in done.export_dir.iterdir()} == {"model.safetensors", "config.json"}
+    model, spec = load_model(fetch_model(f"models:/{MODEL_NAME}@{ALIAS}", tracking))
+    dev = load_split(demo_store, "bah", "dev", spec.config.data.modalities)
+    out = predict(model, dev)
+    assert out["ah"].shape == (len(dev), 2) and torch.isfinite(out["ah"]).all()
+
+
+def test_grid_runs_exactly_the_grid(tmp_path, demo_store):
+    space = write_space(tmp_path / "grid.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 1},
+                        parameters={"model.dropout": [0.0, 0.1], "optim.lr": [1e-3, 2e-3]})
+    run_sweep(settings(tmp_path, demo_store, space, name="grid", asha=False))
+    runs = children(Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}"), "grid")
+    combos = sorted((r.data.params["model.dropout"], r.data.params["optim.lr"]) for r in runs)
+    assert combos == [("0.0", "0.001"), ("0.0", "0.002"), ("0.1", "0.001"), ("0.1", "0.002")]
+
+
+def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store):
+    space = write_space(tmp_path / "oat.yaml", strategy="oat", fixed={**SMALL, "optim.epochs": 1},
+                        baseline={"model.dropout": 0.0, "optim.lr": 1e-3},
+                        parameters={"model.dropout": [0.0, 0.2], "optim.lr": [1e-3, 3e-3]})
+    run_sweep(settings(tmp_path, demo_store, space, name="oat", asha=False))
+    runs = children(Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}"), "oat")
+    points = sorted((float(r.data.params["model.dropout"]), float(r.data.params["optim.lr"])) for r in runs)
+    assert points == [(0.0, 1e-3), (0.0, 3e-3), (0.2, 1e-3)]
+
+
+def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store):
+    space = write_space(tmp_path / "fail.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 1},
+                        variants={"fine": {}, "diverges": {"optim.optimizer": "sgd", "optim.lr": 1.0,
+                                                           "optim.scheduler": "none"}})
+    result = run_sweep(settings(tmp_path, demo_store, space, name="fail", asha=False, max_failures=0))
+    assert result.num_errors == 1
+    runs = {r.data.tags["override.optim.optimizer"] if "override.optim.optimizer" in r.data.tags else "fine": r
+            for r in children(result.tracking, "fail")}
+    assert runs["fine"].info.status == "FINISHED"
+    assert runs["sgd"].info.status == "FAILED"
+    assert "non-finite loss" in runs["sgd"].data.tags["failure_reason"]
+    assert [r["trial"] for r in result.leaderboard.rows if r.get("mean_rank") is not None] == [
+        runs["fine"].data.tags["mlflow.runName"]]
+
+
+def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo_store):
+    """A sweep whose driver is SIGKILLed mid-way finishes with --resume; MLflow has one run per trial."""
+    ray.shutdown()  # the subprocess drivers start their own local Ray
+    space = write_space(tmp_path / "resume.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},
+                        parameters={"model.dropout": [0.0, 0.05, 0.1, 0.15]})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", space, "--features", str(demo_store),
+           "--name", "resume", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri,
+           "--max-concurrent", "1", "--no-asha"]
+    env = {**os.environ, "SCD_HOME": str(tmp_path)}
+    driver = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    tracking = Tracking.resolve(uri)
+    deadline = time.time() + 240
+    finished_before = []
+    while time.time() < deadline and not finished_before:
+        time.sleep(2)
+        try:
+            finished_before = [r for r in children(tracking, "resume") if r.info.status == "FINISHED"]
+        except Exception:  # the store may not exist yet
+            pass
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    driver.wait()
+    assert finished_before, "no trial finished before the deadline"
+    assert len(finished_before) < 4, "the sweep ended before it could be interrupted"
+
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = children(tracking, "resume")
+    assert len(runs) == 4 and len({r.data.tags["trial_id"] for r in runs}) == 4
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.info.run_id for r in finished_before} <= {r.info.run_id for r in runs}
+    dropouts = sorted(r.data.params["model.dropout"] for r in runs)
+    assert dropouts == ["0.0", "0.05", "0.1", "0.15"]
