@@ -1,0 +1,114 @@
+"""A real loopback Ray cluster: `ray job submit` of the main job, and a worker node lost mid-sweep.
+
+These start Ray heads with the `ray` CLI, as a user would (see README "Running on a cluster").
+"""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuning.tracking import Tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["loopback"])
+def head(request, tmp_path, monkeypatch):
+    """A Ray head with token authentication; yields (gcs address, dashboard address).
+
+    "loopback": everything on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), as the README
+    shows. "multinode": Ray then refuses other nodes, so a second node on this machine needs
+    the variable at 1, and Ray advertises the machine's address; the token still guards it.
+    """
+    import ray
+
+    ray.shutdown()  # no in-process Ray from other tests
+    token = tmp_path / "ray_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    monkeypatch.setitem(ENV, "RAY_AUTH_MODE", "token")  # every node and client shares the token
+    monkeypatch.setitem(ENV, "RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.setitem(ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1" if request.param == "multinode" else "0")
+    port, dash = free_port(), free_port()
+    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=1",
+                    "--disable-usage-stats"], env=ENV, check=True, capture_output=True, timeout=120)
+    yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+    subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+
+
+def trial_runs(uri: str, sweep: str):
+    tracking = Tracking.resolve(uri)
+    client = tracking.client()
+    return client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = 'trial'")
+
+
+def test_ray_job_submit_runs_the_main_job(head, tmp_path, demo_store):
+    _, dashboard = head
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    job = subprocess.run(
+        [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+         "python", "ray_jobs/tune_ssl.py", "--space", "search_spaces/quick.yaml", "--num-samples", "2",
+         "--epochs", "2", "--max-concurrent", "1", "--features", str(demo_store), "--name", "submitted",
+         "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri],
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "succeeded" in job.stdout and "sweep submitted: 2 trials, 0 failed" in job.stdout
+    runs = trial_runs(uri, "submitted")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert all("dev/mosei_mmf1" in r.data.metrics and "mean_rank" in r.data.metrics for r in runs)
+
+
+@pytest.mark.parametrize("head", ["multinode"], indirect=True)
+def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store):
+    """Stop a worker node while it runs trials: they are retried, none lost, no duplicate runs."""
+    gcs, _ = head
+    worker_port = free_port()
+    subprocess.run([RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                    f"--node-manager-port={worker_port}", "--disable-usage-stats"],
+                   env=ENV, check=True, capture_output=True, timeout=120)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "nodes", "strategy": "grid",
+        "fixed": {"model.hidden_dim": 32, "model.out_features": 32, "model.num_heads": 4, "optim.lr": 1e-3,
+                  "optim.epochs": 4, "optim.early_stopping_patience": 0},
+        "parameters": {"model.dropout": [0.0, 0.05, 0.1]},
+    }))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", str(space), "--features", str(demo_store),
+         "--name", "nodes", "--address", gcs, "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri,
+         "--max-concurrent", "3", "--no-asha", "--max-failures", "3"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 300
+    started = []
+    while time.time() < deadline and len(started) < 2:
+        time.sleep(2)
+        started = [r for r in trial_runs(uri, "nodes") if r.info.status == "RUNNING" and "dev_score" in r.data.metrics]
+    assert len(started) >= 2, "trials did not start on the cluster"
+    # The worker's raylet takes its trial processes down with it, like a lost machine.
+    killed = subprocess.run(["pkill", "-9", "-f", f"raylet.*node_manager_port={worker_port}"], capture_output=True)
+    assert killed.returncode == 0, "no worker raylet found"
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out[-4000:]
+    runs = trial_runs(uri, "nodes")
+    assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.status, r.data.tags.get("failure_reason")) for r in runs]
+    assert "sweep nodes: 3 trials, 0 failed" in out
