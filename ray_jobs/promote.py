@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dashboards.leaderboard import latest_sweep
+from tuning.leaderboard import latest_sweep
 from tuning.promote import ALIAS, MODEL_NAME, choose_run, promote
 from tuning.tracking import Tracking
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 
-from dashboards.leaderboard import build_leaderboard
+from tuning.leaderboard import build_leaderboard
 from tuning.tracking import Tracking
 
 MODEL_NAME = "scd-mmpsr"

@@ -20,7 +20,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from dashboards.leaderboard import Leaderboard, publish_leaderboard
+from tuning.leaderboard import Leaderboard, publish_leaderboard
 from scd_core.config import ExperimentConfig, load_config
 from scd_core.features import Manifest
 from scd_core.synthetic import ensure_store
