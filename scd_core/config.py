@@ -171,7 +171,7 @@ class ExperimentConfig(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def _format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -191,11 +191,11 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return nest(flat)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -206,7 +206,7 @@ def build_config(values: dict[str, Any]) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err)) from None
+        raise ConfigError(format_errors(err)) from None
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +225,7 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def with_overrides(cfg: ExperimentConfig, flat: dict[str, Any]) -> ExperimentConfig:
     """A copy of ``cfg`` with dotted-key values applied, validated like any config."""
-    return build_config(_merge(cfg.to_dict(), nest(flat)))
+    return build_config(deep_merge(cfg.to_dict(), nest(flat)))
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -240,4 +240,4 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping, got {type(loaded).__name__}")
         values = loaded or {}
-    return build_config(_merge(values, parse_overrides(overrides)))
+    return build_config(deep_merge(values, parse_overrides(overrides)))

@@ -1,0 +1,165 @@
+"""Typed configuration of an extraction run, validated at the edge (YAML + overrides).
+
+A *source* is one manifest CSV (or a folder of videos) feeding one corpus: which column
+holds the sample id, the video path, a ready-made transcript or behaviour description,
+and the labels in the corpus's own columns. Column mappings are configuration, not code
+(see ``configs/extract_real_text.yaml`` for the authors' published tables).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from scd_core.config import ConfigError, format_errors, deep_merge, parse_overrides
+from scd_core.features.schema import LABEL_RANGES
+from scd_core.tasks import EMO_CLASSES, CorpusName, ModalityName, SplitName
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class GroupSplit(_Strict):
+    """Split one table into train/dev/test by group (e.g. whole MOSEI videos, FIv2 people).
+
+    ``group`` is a regex whose first capture group, applied to the sample id, names the
+    group; groups are assigned to splits by a seeded hash, never split across them.
+    """
+
+    group: str = r"^(.*)$"
+    fractions: dict[SplitName, float] = {"train": 0.7, "dev": 0.15, "test": 0.15}
+    seed: int = 0
+
+    @field_validator("group")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        if re.compile(v).groups < 1:
+            raise ValueError(f"regex {v!r} needs one capture group naming the group")
+        return v
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(f < 0 for f in v.values()) or abs(sum(v.values()) - 1) > 1e-6:
+            raise ValueError(f"fractions must be >= 0 and sum to 1, got {v}")
+        return v
+
+
+class Columns(_Strict):
+    """Where a manifest keeps each field (CSV column names)."""
+
+    sample_id: str = Field("{video_name}", description="format template over the row, e.g. 'dia{Dialogue_ID}_utt{Utterance_ID}'")
+    video: str | None = Field(None, description="video path column (relative paths: to media_root)")
+    transcript: str | None = Field(None, description="ready-made transcript: skips Whisper")
+    description: str | None = Field(None, description="ready-made behaviour description: skips the VLM")
+    labels: dict[str, str] = Field({}, description="feature-store label column -> CSV column")
+    emotion: str | None = Field(None, description="single-label emotion name column (MELD), one-hot into emo_*")
+    emotion_names: dict[str, str] = Field({}, description="corpus emotion name -> the paper's (joy: happiness)")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(LABEL_RANGES))
+        if unknown:
+            raise ValueError(f"unknown label columns {unknown}; known: {sorted(LABEL_RANGES)}")
+        return v
+
+    @field_validator("emotion_names")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(n for n in v.values() if n not in EMO_CLASSES)
+        if bad:
+            raise ValueError(f"emotion names {bad} are not among {list(EMO_CLASSES)}")
+        return v
+
+
+class Source(_Strict):
+    """One input table (or a folder of videos) for one corpus."""
+
+    corpus: CorpusName
+    split: SplitName | None = Field(None, description="the split of every row; or use group_split")
+    group_split: GroupSplit | None = None
+    manifest: str | None = Field(None, description="CSV path (relative: to data_root)")
+    videos: str | None = Field(None, description="a folder of videos instead of a manifest (no labels)")
+    media_root: str | None = Field(None, description="base of relative video paths (default: the CSV's folder)")
+    limit: int | None = Field(None, ge=1, description="only the first N rows (smoke runs)")
+    columns: Columns = Columns()
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "Source":
+        if (self.manifest is None) == (self.videos is None):
+            raise ValueError("give exactly one of manifest or videos")
+        if (self.split is None) == (self.group_split is None):
+            raise ValueError("give exactly one of split or group_split")
+        return self
+
+
+class ModelChoice(_Strict):
+    """A model by registry name, Hugging Face id, and an optional local directory (wins)."""
+
+    name: str
+    model_id: str | None = None
+    local_dir: str | None = None
+
+
+class StageResources(_Strict):
+    """One stage's actor pool: actors, resources per actor, rows per batch."""
+
+    concurrency: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, ge=1)
+
+
+STAGES = ("decode", "faces", "video", "audio", "transcribe", "describe", "text")
+
+
+class ExtractionConfig(_Strict):
+    """Everything one extraction run needs."""
+
+    output: str = "features/extracted"
+    data_root: str = "."
+    sources: list[Source]
+    modalities: list[ModalityName] = ["video", "audio", "text", "behavior"]
+    frames: int = Field(30, ge=1, description="frames sampled uniformly per video (paper: 30)")
+    max_frame_side: int = Field(640, ge=64, description="frames are downscaled to this longest side")
+    video_encoder: ModelChoice = ModelChoice(name="clip")
+    audio_encoder: ModelChoice = ModelChoice(name="clap")
+    text_encoder: ModelChoice = ModelChoice(name="emoroberta")
+    behavior_encoder: ModelChoice = ModelChoice(name="emoroberta")
+    transcriber: ModelChoice = ModelChoice(name="whisper")
+    describer: ModelChoice = ModelChoice(name="transformers")
+    device: Literal["cpu", "cuda"] = "cpu"
+    resources: dict[str, StageResources] = {}
+
+    @field_validator("resources")
+    @classmethod
+    def _stages(cls, v: dict[str, StageResources]) -> dict[str, StageResources]:
+        unknown = sorted(set(v) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; stages: {list(STAGES)}")
+        return v
+
+    def stage(self, name: str) -> StageResources:
+        return self.resources.get(name, StageResources())
+
+    def path(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else Path(self.data_root) / path
+
+
+def load_extraction_config(path: str | Path, overrides: list[str] = ()) -> ExtractionConfig:
+    """Read the YAML and apply ``key=value`` overrides; errors name the field."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read extraction config {path}: {err}") from None
+    try:
+        return ExtractionConfig.model_validate(deep_merge(values, parse_overrides(overrides)))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: " + format_errors(err)) from None

