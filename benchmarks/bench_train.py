@@ -33,7 +33,7 @@ AUTHORS_MS_PER_STEP_CPU = 171.0
 def step_times(trainer: Trainer, batches: torch.Tensor, sync) -> list[float]:
     times = []
     for step, idx in enumerate(batches):
-        batch = trainer.data.train.index(idx)
+        batch = trainer.data.train.index(idx, with_ids=False)
         sync()
         tic = time.perf_counter()
         trainer.train_step(batch, 0, step)

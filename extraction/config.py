@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scd_core.config import ConfigError, format_errors, deep_merge, parse_overrides
 from scd_core.features.schema import LABEL_RANGES
-from scd_core.tasks import EMO_CLASSES, CorpusName, ModalityName, SplitName
+from scd_core.tasks import EMO_CLASSES, TASKS, CorpusName, ModalityName, SplitName
 
 
 class _Strict(BaseModel):
@@ -67,6 +67,11 @@ class Columns(_Strict):
         unknown = sorted(set(v) - set(LABEL_RANGES))
         if unknown:
             raise ValueError(f"unknown label columns {unknown}; known: {sorted(LABEL_RANGES)}")
+        for task in TASKS.values():  # a task's label is all of its columns or none
+            given = [c for c in task.label_columns if c in v]
+            if given and len(given) < len(task.label_columns):
+                missing = [c for c in task.label_columns if c not in v]
+                raise ValueError(f"{task.name} labels need every column; missing {missing}")
         return v
 
     @field_validator("emotion_names")
@@ -111,7 +116,7 @@ class StageResources(_Strict):
     """One stage's actor pool: actors, resources per actor, rows per batch."""
 
     concurrency: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, gt=0)
+    num_cpus: float = Field(0.25, gt=0, description="logical CPUs per actor; small, so that all seven stages fit a laptop")
     num_gpus: float = Field(0.0, ge=0)
     batch_size: int = Field(8, ge=1)
 

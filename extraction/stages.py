@@ -60,12 +60,13 @@ class _Stage:
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["sample_id"])
-        batch["errors"] = np.asarray(batch["errors"], dtype=object).copy()
-        for column in self.outputs:
-            if column not in batch:
-                batch[column] = np.array([b""] * n, dtype=object)
-            else:
+        # Ray hands out read-only arrays, and an all-None text column arrives as NaN floats:
+        # writable object columns for everything a stage may fill in.
+        for column in ("errors", "transcript", "description", *self.outputs):
+            if column in batch:
                 batch[column] = np.asarray(batch[column], dtype=object).copy()
+            elif column in self.outputs:
+                batch[column] = np.array([b""] * n, dtype=object)
         tic = time.perf_counter()
         self.process_batch(batch, n)
         batch[f"t_{self.name}"] = np.full(n, (time.perf_counter() - tic) / max(n, 1))

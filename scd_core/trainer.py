@@ -289,7 +289,7 @@ class Trainer:
         accepted = {t: 0 for t in self.tasks}
         candidates = {t: 0 for t in self.tasks}
         for step, idx in enumerate(batches):
-            losses, stats = self.train_step(self.data.train.index(idx), epoch, step)
+            losses, stats = self.train_step(self.data.train.index(idx, with_ids=False), epoch, step)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1

@@ -112,3 +112,31 @@ def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store):
     assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.status, r.data.tags.get("failure_reason")) for r in runs]
     assert "sweep nodes: 3 trials, 0 failed" in out
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "real_text").exists(), reason="../shared/data/real_text is absent")
+def test_ray_job_submit_runs_the_extraction_pipeline(head, tmp_path):
+    _, dashboard = head
+    real_text = ROOT.parent / "shared" / "data" / "real_text"
+    config = tmp_path / "extract.yaml"
+    config.write_text(yaml.safe_dump({
+        "output": str(tmp_path / "store"), "data_root": str(real_text), "modalities": ["text", "behavior"],
+        "text_encoder": {"name": "minilm"}, "behavior_encoder": {"name": "minilm"},
+        "sources": [
+            {"corpus": "bah", "manifest": "bah_train.csv", "split": "train", "limit": 20,
+             "columns": {"transcript": "text", "description": "text_llm", "labels": {"ah": "presence_full"}}},
+            {"corpus": "bah", "manifest": "bah_dev.csv", "split": "dev", "limit": 20,
+             "columns": {"transcript": "text", "description": "text_llm", "labels": {"ah": "presence_full"}}},
+        ],
+    }))
+    job = subprocess.run(
+        [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+         "python", "ray_jobs/extract_features.py", "--config", str(config)],
+        env={**ENV, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "40 rows written" in job.stdout
+    from scd_core.features import validate_store
+
+    splits, errors = validate_store(tmp_path / "store")
+    assert errors == [] and {(s.corpus, s.split, len(s)) for s in splits} == {("bah", "train", 20), ("bah", "dev", 20)}

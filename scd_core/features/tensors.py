@@ -41,7 +41,7 @@ class CorpusTensors:
     corpus_index: Tensor
 
     def __len__(self) -> int:
-        return len(self.sample_ids)
+        return len(self.corpus_index)
 
     @property
     def device(self) -> torch.device:
@@ -60,10 +60,14 @@ class CorpusTensors:
     def to(self, device: str | torch.device) -> "CorpusTensors":
         return self._map(lambda t: t.to(device))
 
-    def index(self, idx: Tensor) -> "CorpusTensors":
-        """Rows ``idx`` (a LongTensor on the same device): the batching primitive."""
+    def index(self, idx: Tensor, with_ids: bool = True) -> "CorpusTensors":
+        """Rows ``idx`` (a LongTensor on the same device): the batching primitive.
+
+        ``with_ids=False`` leaves ``sample_ids`` empty: picking them needs the indices on the
+        host, a device synchronisation that a training step does not need.
+        """
         out = self._map(lambda t: t.index_select(0, idx))
-        out.sample_ids = self.sample_ids[idx.cpu().numpy()]
+        out.sample_ids = self.sample_ids[idx.cpu().numpy()] if with_ids else np.array([], dtype=object)
         return out
 
 
