@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from extraction.media import resample
 from extraction.types import StageError
 from scd_core.registry import Registry
 
@@ -107,16 +108,6 @@ def fingerprint(directory: Path) -> str:
     if config.is_file():
         digest.update(config.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """float32 [S] at ``rate`` -> float32 [S * target / rate] (polyphase, anti-aliased)."""
-    if rate == target:
-        return np.asarray(wave, dtype=np.float32)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate), int(target))
-    return resample_poly(wave, int(target) // g, int(rate) // g).astype(np.float32)
 
 
 def _batches(items: list, size: int) -> list[list]:

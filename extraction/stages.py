@@ -176,18 +176,15 @@ class Transcribe(_Stage):
     name, outputs = "transcribe", ()
 
     def __init__(self, cfg: ExtractionConfig) -> None:
-        from extraction.media import resample
         from extraction.transcribe import Transcriber
 
-        self.resample = resample
         self.model = Transcriber(model_id=cfg.transcriber.model_id, local_dir=cfg.transcriber.local_dir,
                                  device=cfg.device)
 
     def process(self, batch: Batch, i: int) -> None:
         if _text(batch, "transcript", i) or not batch["audio"][i]:
             return
-        audio = self.resample(from_bytes(batch["audio"][i]), Decode.SAMPLE_RATE, 16000)
-        batch["transcript"][i] = self.model.transcribe(audio)
+        batch["transcript"][i] = self.model.transcribe(from_bytes(batch["audio"][i]), rate=Decode.SAMPLE_RATE)
 
 
 class Describe(_Stage):

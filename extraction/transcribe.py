@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extraction.encoders import ModelInfo, describe_model, resample, resolve_source
+from extraction.encoders import ModelInfo, describe_model, resolve_source
+from extraction.media import resample
 from extraction.types import StageError
 
 WHISPER_RATE = 16000

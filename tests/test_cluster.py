@@ -5,9 +5,11 @@ These start Ray heads with the `ray` CLI, as a user would (see README "Running o
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,11 +47,17 @@ def head(request, tmp_path, monkeypatch):
     monkeypatch.setitem(ENV, "RAY_AUTH_TOKEN_PATH", str(token))
     monkeypatch.setitem(ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1" if request.param == "multinode" else "0")
     port, dash = free_port(), free_port()
+    # A temp dir of its own, so that teardown stops this cluster only (`ray stop` would stop
+    # every Ray on the machine, other users' and other tests' included).
+    temp_dir = tempfile.mkdtemp(prefix="raytest-", dir="/tmp")
     subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=1",
-                    "--disable-usage-stats"], env=ENV, check=True, capture_output=True, timeout=120)
+                    f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                   env=ENV, check=True, capture_output=True, timeout=120)
     yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
-    subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+    subprocess.run(["pkill", "-9", "-f", temp_dir], capture_output=True)
+    time.sleep(2)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def trial_runs(uri: str, sweep: str):

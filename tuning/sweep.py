@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tuning.leaderboard import Leaderboard, publish_leaderboard
-from scd_core.config import ExperimentConfig, load_config
+from scd_core.config import load_config
 from scd_core.features import Manifest
 from scd_core.synthetic import ensure_store
 from tuning.spaces import SearchSpace, load_space
@@ -93,18 +93,11 @@ class SweepResult:
     num_errors: int
 
 
-def _base_config(settings: SweepSettings) -> ExperimentConfig:
-    overrides = list(settings.overrides)
-    if settings.epochs is not None:
-        overrides.append(f"optim.epochs={settings.epochs}")
-    return load_config(settings.config, overrides)
-
-
 def run_sweep(settings: SweepSettings) -> SweepResult:
     space: SearchSpace = load_space(settings.space)  # a bad space fails here, before any trial
     strategy = settings.strategy or space.strategy
     num_trials = space.num_trials(strategy, settings.num_samples)
-    base = _base_config(settings)
+    base = load_config(settings.config, settings.overrides)
     home = tracking_home()
     features = Path(settings.features or base.data.features or ensure_store(home / "features" / "demo")).resolve()
     manifest = Manifest.read(features)
@@ -122,7 +115,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         ray.init(address=settings.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
 
     # Settings applied after the space's values, so the command line wins (e.g. --epochs).
-    cli = {k: v for k, v in (("optim.epochs", settings.epochs),) if v is not None}
+    cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
     context = TrialContext(space, strategy, base.to_dict(), str(features), manifest.digest(), tracking, name,
                            parent_id, cli)
     trainable = tune.with_resources(
