@@ -24,7 +24,7 @@
    (c) multitask SSL, the full protocol: all corpora, all tasks, SSL on (the defaults).
 
    Every run has the same model and optimiser settings and seed (``MODEL`` below, plus
-   ``--epochs``). The trainer evaluates every dev corpus it loads, which for a one-task
+   ``--epochs``, default 40 with early-stopping patience 10; one torch thread, ``--threads``). The trainer evaluates every dev corpus it loads, which for a one-task
    model would ask for heads it does not have, so each run's dev/test splits are cut to
    the corpora of its own tasks (``own_corpora``).
 3. Test. The ``best`` checkpoint on the held-out test splits (MELD: its dev, never seen in
@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from scd_core import metrics as M  # noqa: E402
 from scd_core.checkpoint import load_model  # noqa: E402
 from scd_core.config import ExperimentConfig, load_config  # noqa: E402
-from scd_core.evaluation import _metric_inputs, interval_report, predict  # noqa: E402
+from scd_core.evaluation import metric_inputs, interval_report, predict  # noqa: E402
 from scd_core.features import CorpusTensors, Manifest, load_split  # noqa: E402
 from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS  # noqa: E402
 from scd_core.trainer import Trainer, load_eval_splits, load_training_data  # noqa: E402
@@ -115,14 +115,6 @@ def extract(data: Path, store: Path, quick: bool) -> tuple[dict[str, Any], float
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
-        # Sources without behaviour descriptions (MELD) go in a pass of their own: in one pass, a
-        # Ray block of MELD-only rows has an all-None ``description`` column (NaN floats) that
-        # Ray cannot merge with the string column of the other blocks (ArrowConversionError
-        # "Field description has incompatible types: string vs double" in TextFeatures on the
-        # full tables). The second pass skips what the first wrote.
-        described = [s for s in cfg.sources if s.columns.description is not None]
-        if len(described) < len(cfg.sources):
-            run_extraction(cfg.model_copy(update={"sources": described}), progress=False)
         summary = run_extraction(cfg, progress=False)
     finally:
         if started:
@@ -185,7 +177,7 @@ def train_and_test(cfg: ExperimentConfig, store: Path, out_dir: Path, n_resample
     if "emo" in tasks and "meld" in data.dev:  # MELD's only split: its zero-shot test
         splits["meld"] = data.dev["meld"]
     rows = interval_report(model, splits, n_resamples=n_resamples, seed=seed)
-    inputs = {c: _metric_inputs(c, predict(model, d), d) for c, d in splits.items()}
+    inputs = {c: metric_inputs(c, predict(model, d), d) for c, d in splits.items()}
     test_seconds = time.perf_counter() - tic - seconds
     best = result.history[result.best_epoch]
     info = {"tasks": tasks, "train_corpora": list(cfg.data.train_corpora), "ssl": cfg.ssl.enabled,
@@ -469,11 +461,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, help="epochs per training run (default 40; --quick: 2)")
     parser.add_argument("--resamples", type=int, help="bootstrap resamples (default 1000; --quick: 100)")
     parser.add_argument("--seed", type=int, default=0, help="training and bootstrap seed")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for training (default 1: batches of 32 gain little from more, and one "
+                             "thread keeps timings steady on a shared 2-core CPU)")
     parser.add_argument("--quick", action="store_true", help="tiny subset and model (a smoke run for the test)")
     args = parser.parse_args(argv)
     command = "python benchmarks/real_text.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     if not args.data.is_dir():
         parser.error(f"--data {args.data}: not a folder")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return run(args, command)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another process (the test)
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The whole benchmark for parsed arguments; returns the report written."""
     epochs = args.epochs or (2 if args.quick else 40)
     n_resamples = args.resamples or (100 if args.quick else 1000)
     model = QUICK_MODEL if args.quick else MODEL

@@ -108,9 +108,12 @@ def read_source(source: Source, cfg: ExtractionConfig) -> list[dict[str, Any]]:
             "corpus": source.corpus,
             "split": source.split or _group_split(sample_id, source.group_split),
             "video": video or "",
-            # None: the source has no such text (made from the video, or absent); "": given but empty.
-            "transcript": (record.get(cols.transcript) or "").strip() if cols.transcript else None,
-            "description": (record.get(cols.description) or "").strip() if cols.description else None,
+            # Texts are always strings (Ray needs one column type); has_* tells "given but empty"
+            # (an error) from "not given" (made from the video, or simply absent as in MELD).
+            "transcript": (record.get(cols.transcript) or "").strip() if cols.transcript else "",
+            "has_transcript": cols.transcript is not None,
+            "description": (record.get(cols.description) or "").strip() if cols.description else "",
+            "has_description": cols.description is not None,
             "labels": _labels(record, source, where),
         })
     return rows

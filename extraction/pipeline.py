@@ -41,8 +41,8 @@ def plan_stages(cfg: ExtractionConfig, rows: list[dict[str, Any]]) -> list[str]:
     """The stages this run needs, in order."""
     has_video = any(r["video"] for r in rows)
     wants = set(cfg.modalities)
-    needs_transcript = "text" in wants and any(r["video"] and not r["transcript"] for r in rows)
-    needs_description = "behavior" in wants and any(r["video"] and not r["description"] for r in rows)
+    needs_transcript = "text" in wants and any(r["video"] and not r["has_transcript"] for r in rows)
+    needs_description = "behavior" in wants and any(r["video"] and not r["has_description"] for r in rows)
     stages = []
     if has_video and ({"video", "audio"} & wants or needs_transcript or needs_description):
         stages.append("decode")
@@ -202,7 +202,8 @@ def run_extraction(cfg: ExtractionConfig, progress: bool = True) -> Summary:
             ray.init()
         ray.data.DataContext.get_current().enable_progress_bars = progress
         items = [{"sample_id": r["sample_id"], "corpus": r["corpus"], "split": r["split"], "video": r["video"],
-                  "transcript": r["transcript"], "description": r["description"], "errors": "[]",
+                  "transcript": r["transcript"], "has_transcript": r["has_transcript"],
+                  "description": r["description"], "has_description": r["has_description"], "errors": "[]",
                   **{c: r["labels"].get(c, np.nan) for c in LABEL_COLUMNS}} for r in todo]
         ds = ray.data.from_items(items)
         for name in stages:

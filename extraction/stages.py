@@ -38,9 +38,10 @@ def _fail(batch: Batch, i: int, stage: str, reason: str) -> None:
 
 
 def _text(batch: Batch, field: str, i: int) -> str | None:
-    """A text cell; None where the source has none (Ray turns an all-None column into NaN floats)."""
+    """A text cell: its string, "" when given but empty, None when the source has none and
+    no stage made one (nothing to encode, nothing wrong)."""
     value = batch[field][i]
-    return value if isinstance(value, str) else None
+    return value if value or batch[f"has_{field}"][i] else None
 
 
 def _failed(batch: Batch, i: int, stage: str) -> bool:
@@ -60,8 +61,7 @@ class _Stage:
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["sample_id"])
-        # Ray hands out read-only arrays, and an all-None text column arrives as NaN floats:
-        # writable object columns for everything a stage may fill in.
+        # Ray hands out read-only arrays: writable object columns for everything a stage may fill in.
         for column in ("errors", "transcript", "description", *self.outputs):
             if column in batch:
                 batch[column] = np.asarray(batch[column], dtype=object).copy()

@@ -37,7 +37,7 @@ def predict(model: nn.Module, data: CorpusTensors, batch_size: int = 1024) -> di
     return {task: torch.cat(parts) for task, parts in chunks.items()}
 
 
-def _metric_inputs(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors):
+def metric_inputs(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors):
     """(metric functions, target, prediction) for the corpus's own task, labelled rows only."""
     task = CORPORA[corpus].task
     rows = data.label_mask[task].cpu().numpy()
@@ -59,7 +59,7 @@ def _metric_inputs(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTenso
 
 def corpus_metrics(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors) -> dict[str, float]:
     """The corpus's metrics (DESIGN.md "Tasks and labels") on its labelled rows."""
-    fns, target, pred = _metric_inputs(corpus, outputs, data)
+    fns, target, pred = metric_inputs(corpus, outputs, data)
     return {f"{corpus}_{name}": float(fn(target, pred)) for name, fn in fns.items()}
 
 
@@ -67,7 +67,7 @@ def corpus_intervals(
     corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors, n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, M.Interval]:
     """Percentile-bootstrap 95% intervals of the corpus's metrics (resampling its rows)."""
-    fns, target, pred = _metric_inputs(corpus, outputs, data)
+    fns, target, pred = metric_inputs(corpus, outputs, data)
     return {f"{corpus}_{name}": M.bootstrap_ci(fn, target, pred, n_resamples=n_resamples, seed=seed)
             for name, fn in fns.items()}
 

@@ -88,9 +88,10 @@ def _load(root: str | Path, corpus: str, split: str, cfg: ExperimentConfig, mani
 
 
 def load_eval_splits(cfg: ExperimentConfig, root: str | Path, split: str, device: torch.device) -> dict[str, CorpusTensors]:
-    """``split`` of every training and zero-shot corpus that has it: corpus -> rows."""
+    """``split`` of every training and zero-shot corpus that has it and whose task the model
+    predicts (a single-task run trains on other corpora without scoring them): corpus -> rows."""
     manifest = _read_manifest(cfg, root)
-    corpora = [*cfg.data.train_corpora, *cfg.data.zero_shot_corpora]
+    corpora = [c for c in (*cfg.data.train_corpora, *cfg.data.zero_shot_corpora) if CORPORA[c].task in cfg.data.tasks]
     return {c: _load(root, c, split, cfg, manifest, device) for c in corpora if split in manifest.corpora.get(c, {})}
 
 

@@ -28,13 +28,14 @@ def local_ray():
     ray.shutdown()
 
 
-def config(tmp_path, limit=30, mosei_limit=250):
+def config(tmp_path, limit=30, mosei_limit=250, meld_limit=100):
     """The shipped config on the first rows of each table (MOSEI's first rows come from few
-    videos, so it needs more of them to fill three splits)."""
+    videos, so it needs more of them to fill three splits; MELD's fill whole batches of rows
+    without descriptions)."""
     cfg = load_extraction_config(ROOT / "configs" / "extract_real_text.yaml",
                                  [f"output={tmp_path / 'store'}", f"data_root={REAL_TEXT}"])
     for source in cfg.sources:
-        source.limit = mosei_limit if source.corpus == "mosei" else limit
+        source.limit = {"mosei": mosei_limit, "meld": meld_limit}.get(source.corpus, limit)
     return cfg
 
 
@@ -55,7 +56,7 @@ def test_real_text_becomes_a_valid_store_that_trains(local_ray, tmp_path):
     video_ids = {sid.rsplit("_", 2)[0] for sid in mosei.sample_ids}
     other = {sid.rsplit("_", 2)[0] for s in ("dev", "test") for sid in read_split(cfg.output, "mosei", s).sample_ids}
     assert not video_ids & other  # whole videos stay in one split
-    assert sum(summary.rows.values()) == 250 + 4 * 30
+    assert sum(summary.rows.values()) == 250 + 3 * 30 + 100
 
     run = load_config(None, ["data.modalities=[text, behavior]", "model.hidden_dim=32", "model.out_features=32",
                              "model.num_heads=4", "optim.epochs=2", "optim.lr=1e-3"])
@@ -65,7 +66,7 @@ def test_real_text_becomes_a_valid_store_that_trains(local_ray, tmp_path):
 
 
 def test_rerun_skips_written_samples_and_keeps_them(local_ray, tmp_path):
-    cfg = config(tmp_path, limit=10, mosei_limit=10)
+    cfg = config(tmp_path, limit=10, mosei_limit=10, meld_limit=10)
     first = run_extraction(cfg, progress=False)
     parts = sorted((tmp_path / "store" / "_parts").rglob("part-*.parquet"))
     second = run_extraction(cfg, progress=False)

@@ -131,3 +131,13 @@ def test_trunk_backward_equals_naive_gradnorm_and_total_gradient(small_data):
     sum(w[n] * v for n, v in flat.items()).backward()
     for name, param in model.named_parameters():
         assert torch.allclose(fast[name], param.grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_single_task_run_on_every_corpus_scores_only_its_task(demo_store):
+    """Setting (b) of the paper's Table 2: one head, the other corpora as unlabelled rows."""
+    cfg = load_config(None, [*SMALL, "data.tasks=[pt]", "optim.epochs=1"])
+    data = load_training_data(cfg, demo_store, torch.device("cpu"))
+    assert set(data.train.corpora) == {"mosei", "fiv2", "bah"} and set(data.dev) == {"fiv2"}
+    report = Trainer(cfg, data).fit().history[0]
+    assert set(report.metrics) == {"fiv2_macc", "fiv2_mccc"} and np.isfinite(report.score)
+    assert "ssl_pt" in report.losses  # pseudo-labels on the other corpora's rows
