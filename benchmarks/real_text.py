@@ -24,9 +24,8 @@
    (c) multitask SSL, the full protocol: all corpora, all tasks, SSL on (the defaults).
 
    Every run has the same model and optimiser settings and seed (``MODEL`` below, plus
-   ``--epochs``, default 40 with early-stopping patience 10; one torch thread, ``--threads``). The trainer evaluates every dev corpus it loads, which for a one-task
-   model would ask for heads it does not have, so each run's dev/test splits are cut to
-   the corpora of its own tasks (``own_corpora``).
+   ``--epochs``, default 40 with early-stopping patience 10; one torch thread, ``--threads``). Each run is scored on the corpora of its own tasks
+   (``load_eval_splits`` loads only those).
 3. Test. The ``best`` checkpoint on the held-out test splits (MELD: its dev, never seen in
    training nor used for selection) with ``scd_core.evaluation.interval_report`` (percentile
    bootstrap 95% intervals, resampling rows with a fixed seed), and trivial baselines on the
@@ -44,7 +43,6 @@ subset with a tiny model (for the test), into ``OUT/real_text_quick.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -68,7 +66,7 @@ from scd_core import metrics as M  # noqa: E402
 from scd_core.checkpoint import load_model  # noqa: E402
 from scd_core.config import ExperimentConfig, load_config  # noqa: E402
 from scd_core.evaluation import metric_inputs, interval_report, predict  # noqa: E402
-from scd_core.features import CorpusTensors, Manifest, load_split  # noqa: E402
+from scd_core.features import Manifest, load_split  # noqa: E402
 from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS  # noqa: E402
 from scd_core.trainer import Trainer, load_eval_splits, load_training_data  # noqa: E402
 
@@ -156,24 +154,18 @@ def run_config(setting: str, task: str | None, model: dict[str, Any], epochs: in
     return load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def own_corpora(splits: dict[str, CorpusTensors], tasks: Sequence[str]) -> dict[str, CorpusTensors]:
-    """Only the corpora whose task the model has a head for."""
-    return {c: d for c, d in splits.items() if CORPORA[c].task in tasks}
-
-
 def train_and_test(cfg: ExperimentConfig, store: Path, out_dir: Path, n_resamples: int, seed: int):
     """Train one config, then test its best checkpoint; returns (run info, interval rows, metric inputs)."""
     device = torch.device("cpu")
     tasks = list(cfg.data.tasks)
     data = load_training_data(cfg, store, device)
-    data = dataclasses.replace(data, dev=own_corpora(data.dev, tasks), test=own_corpora(data.test, tasks))
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a fresh run, never a resume of an older one
     tic = time.perf_counter()
     result = Trainer(cfg, data, out_dir).fit()
     seconds = time.perf_counter() - tic
     model, _ = load_model(out_dir / "best", device)
-    splits = own_corpora(load_eval_splits(cfg, store, "test", device), tasks)
+    splits = load_eval_splits(cfg, store, "test", device)
     if "emo" in tasks and "meld" in data.dev:  # MELD's only split: its zero-shot test
         splits["meld"] = data.dev["meld"]
     rows = interval_report(model, splits, n_resamples=n_resamples, seed=seed)

@@ -54,12 +54,12 @@ class TrainingData:
     """Everything a run reads, loaded once onto the training device.
 
     ``train`` concatenates the training corpora (``corpus_index`` tells them apart);
-    ``dev``/``test`` map corpus -> its split, zero-shot corpora (MELD) included.
+    ``dev`` maps corpus -> its dev split, zero-shot corpora (MELD) included. Test splits are
+    not read here: evaluation loads them (``load_eval_splits``) once training is done.
     """
 
     train: CorpusTensors
     dev: dict[str, CorpusTensors]
-    test: dict[str, CorpusTensors]
     modality_dims: dict[str, int]
     manifest_digest: str
 
@@ -109,7 +109,6 @@ def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.de
     return TrainingData(
         train=concat([_load(root, c, "train", cfg, manifest, device) for c in cfg.data.train_corpora]),
         dev=load_eval_splits(cfg, root, "dev", device),
-        test=load_eval_splits(cfg, root, "test", device),
         modality_dims={m: manifest.modalities[m].dim for m in cfg.data.modalities},
         manifest_digest=manifest.digest(),
     )
