@@ -63,11 +63,12 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from scd_core import metrics as M  # noqa: E402
+from scd_core.baselines import trivial_baselines  # noqa: E402
 from scd_core.checkpoint import load_model  # noqa: E402
 from scd_core.config import ExperimentConfig, load_config  # noqa: E402
 from scd_core.evaluation import metric_inputs, interval_report, predict  # noqa: E402
 from scd_core.features import Manifest, load_split  # noqa: E402
-from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS  # noqa: E402
+from scd_core.tasks import CORPORA, EMO_CLASSES  # noqa: E402
 from scd_core.trainer import Trainer, load_eval_splits, load_training_data  # noqa: E402
 
 EXTRACT_CONFIG = ROOT / "configs" / "extract_real_text.yaml"
@@ -185,59 +186,6 @@ def train_and_test(cfg: ExperimentConfig, store: Path, out_dir: Path, n_resample
 
 
 # --------------------------------------------------------------------------- baselines
-
-
-def baselines(store: Path, n_resamples: int, seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Trivial predictors fitted on the training splits, scored on the test rows (MELD: its dev).
-
-    Returns (metric -> interval row, what each baseline predicts).
-    """
-    manifest = Manifest.read(store)
-
-    def labelled(corpus: str, split: str) -> np.ndarray | None:
-        if split not in manifest.corpora.get(corpus, {}):
-            return None
-        data = load_split(store, corpus, split, MODALITIES, "cpu", manifest)
-        task = CORPORA[corpus].task
-        return data.labels[task].numpy()[data.label_mask[task].numpy()]
-
-    out: dict[str, dict[str, Any]] = {}
-    what: dict[str, Any] = {}
-
-    def score(corpus: str, fns: dict, target: np.ndarray, pred: np.ndarray) -> None:
-        for name, fn in fns.items():
-            ci = M.bootstrap_ci(fn, target, pred, n_resamples=n_resamples, seed=seed)
-            out[f"{corpus}_{name}"] = {"corpus": corpus, "metric": name, "value": ci.value, "low": ci.low,
-                                       "high": ci.high, "n": len(target)}
-
-    train, test = labelled("mosei", "train"), labelled("mosei", "test")
-    if train is not None and test is not None:
-        patterns, counts = np.unique(M.mosei_targets(train), axis=0, return_counts=True)
-        pattern = patterns[np.argmax(counts)]
-        target = M.mosei_targets(test)
-        score("mosei", {"mmf1": M.mmf1, "mwacc": M.mwacc}, target, np.broadcast_to(pattern, target.shape).copy())
-        names = [e for e, on in zip(EMO_CLASSES[1:], pattern) if on] or ["none (all absent)"]
-        what["mosei_train_neutral_argmax"] = float(np.mean(train.argmax(axis=1) == 0))
-        what["mosei"] = (f"most frequent training presence pattern: {' + '.join(names)} "
-                         f"({counts.max()} of {len(train)} training rows)")
-    train, test = labelled("fiv2", "train"), labelled("fiv2", "test")
-    if train is not None and test is not None:
-        mean = train.mean(axis=0)
-        score("fiv2", {"macc": M.macc, "mccc": M.mccc}, test, np.broadcast_to(mean, test.shape).copy())
-        what["fiv2"] = "training mean per trait: " + ", ".join(f"{v:.3f}" for v in mean)
-    train, test = labelled("bah", "train"), labelled("bah", "test")
-    if train is not None and test is not None:
-        majority = int(np.bincount(train, minlength=2).argmax())
-        score("bah", {"mf1": lambda t, p: M.mf1(t, p, 2), "uar": lambda t, p: M.uar(t, p, 2)},
-              test, np.full(len(test), majority))
-        what["bah"] = f"training majority class: {('absence', 'presence')[majority]}"
-    meld = labelled("meld", "dev")
-    if meld is not None:
-        k = TASKS["emo"].num_outputs
-        fns = {n: (lambda f: lambda t, p: f(t, p, k))(f) for n, f in (("mf1", M.mf1), ("wf1", M.wf1), ("uar", M.uar))}
-        score("meld", fns, meld.argmax(axis=1), np.zeros(len(meld), dtype=np.int64))
-        what["meld"] = "always neutral"
-    return out, what
 
 
 def paired_differences(first: dict, second: dict, n_resamples: int, seed: int) -> dict[str, dict[str, float]]:
@@ -502,7 +450,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
               f"at epoch {info['best_epoch']}", flush=True)
     training_seconds = sum(i["seconds"] for i in runs.values())
     test_tic = time.perf_counter()
-    base, what = baselines(store, n_resamples, args.seed)
+    base, what = trivial_baselines(store, MODALITIES, {"mosei": "test", "fiv2": "test", "bah": "test", "meld": "dev"},
+                                   n_resamples, args.seed)
     differences = {
         "(b) - (a)": paired_differences(inputs["a"], inputs["b"], n_resamples, args.seed),
         "(c) - (a)": paired_differences(inputs["a"], inputs["c"], n_resamples, args.seed),

@@ -112,6 +112,48 @@ class ModelChoice(_Strict):
     local_dir: str | None = None
 
 
+class DescriberChoice(_Strict):
+    """The behaviour describer: backend (``name``), VLM and prompt (paper Tables 4 and 5).
+
+    ``vlm`` names an entry of ``extraction.describe.VLMS`` (its checkpoint is the default
+    ``model_id``); ``prompt`` one of ``PROMPTS`` (``full``, ``short``, ``zhang2025``,
+    ``cheng2024``, ``custom``), with ``prompt_text`` the wording for those the paper does not
+    give; ``trust_remote_code`` lets vLLM run code shipped inside the checkpoint repository.
+    """
+
+    name: Literal["transformers", "vllm"] = "transformers"
+    vlm: str = "qwen2.5-vl-3b"
+    model_id: str | None = None
+    local_dir: str | None = None
+    prompt: str = "full"
+    prompt_text: str | None = None
+    trust_remote_code: bool = False
+
+    @field_validator("vlm")
+    @classmethod
+    def _vlm(cls, v: str) -> str:
+        from extraction.describe import VLMS
+
+        if v not in VLMS:
+            raise ValueError(f"unknown VLM {v!r}; choose one of {VLMS.names()}")
+        return v
+
+    @model_validator(mode="after")
+    def _prompt(self) -> "DescriberChoice":
+        from extraction.describe import resolve_prompt
+
+        try:
+            resolve_prompt(self.prompt, self.prompt_text)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+        return self
+
+    def prompt_wording(self) -> str:
+        from extraction.describe import resolve_prompt
+
+        return resolve_prompt(self.prompt, self.prompt_text)
+
+
 class StageResources(_Strict):
     """One stage's actor pool: actors, resources per actor, rows per batch."""
 
@@ -121,7 +163,10 @@ class StageResources(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
-STAGES = ("decode", "faces", "video", "audio", "transcribe", "describe", "text")
+STAGES = ("decode", "faces", "video", "audio", "transcribe", "describe", "text", "scene")
+# Which kind of encoder each modality takes; behaviour takes either (see ExtractionConfig.behavior_from).
+ENCODER_MODALITIES = {"video_encoder": ("image",), "audio_encoder": ("audio",), "text_encoder": ("text",),
+                      "behavior_encoder": ("text", "image")}
 
 
 class ExtractionConfig(_Strict):
@@ -136,11 +181,33 @@ class ExtractionConfig(_Strict):
     video_encoder: ModelChoice = ModelChoice(name="clip")
     audio_encoder: ModelChoice = ModelChoice(name="clap")
     text_encoder: ModelChoice = ModelChoice(name="emoroberta")
-    behavior_encoder: ModelChoice = ModelChoice(name="emoroberta")
+    behavior_encoder: ModelChoice = Field(ModelChoice(name="emoroberta"), description=(
+        "a text encoder: behaviour from the VLM's description (paper Table 10); an image encoder: "
+        "behaviour 'by scene', from the whole frames (Table 11)"))
     transcriber: ModelChoice = ModelChoice(name="whisper")
-    describer: ModelChoice = ModelChoice(name="transformers")
+    describer: DescriberChoice = DescriberChoice()
     device: Literal["cpu", "cuda"] = "cpu"
     resources: dict[str, StageResources] = {}
+
+    @model_validator(mode="after")
+    def _encoders(self) -> "ExtractionConfig":
+        from extraction.encoders import ENCODERS
+
+        for field, kinds in ENCODER_MODALITIES.items():
+            name = getattr(self, field).name
+            if name not in ENCODERS:
+                raise ValueError(f"{field}: unknown encoder {name!r}; choose one of {ENCODERS.names()}")
+            if ENCODERS.get(name).modality not in kinds:
+                raise ValueError(f"{field}: encoder {name!r} encodes {ENCODERS.get(name).modality}; "
+                                 f"{field} takes {' or '.join(kinds)} encoders")
+        return self
+
+    @property
+    def behavior_from(self) -> Literal["description", "frames"]:
+        """Where behaviour features come from: the description (text encoder) or the frames (image encoder)."""
+        from extraction.encoders import ENCODERS
+
+        return "frames" if ENCODERS.get(self.behavior_encoder.name).modality == "image" else "description"
 
     @field_validator("resources")
     @classmethod

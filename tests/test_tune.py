@@ -49,16 +49,14 @@ def settings(tmp_path, demo_store, space, **kw):
                          tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", max_concurrent=2, **kw)
 
 
-def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_store):
-    s = settings(tmp_path, demo_store, str(ROOT / "search_spaces" / "quick.yaml"), num_samples=3, epochs=2,
-                 grace_period=1, name="quick")
-    result = run_sweep(s)
+def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_store, quick_sweep):
+    s, result = quick_sweep
     tracking = Tracking.resolve(s.tracking_uri)
     client = tracking.client()
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["role"] == "sweep" and parent.info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "leaderboard")} == {
-        "leaderboard/leaderboard.csv", "leaderboard/leaderboard.html"}
+        "leaderboard/leaderboard.csv", "leaderboard/leaderboard.md", "leaderboard/leaderboard.html"}
 
     runs = children(tracking, "quick")
     assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
@@ -151,3 +149,18 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     assert {r.info.run_id for r in finished_before} <= {r.info.run_id for r in runs}
     dropouts = sorted(r.data.params["model.dropout"] for r in runs)
     assert dropouts == ["0.0", "0.05", "0.1", "0.15"]
+
+
+def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store):
+    """search_spaces/layers.yaml (paper Tables 13/14) on the demo corpora: its trials, narrower, one epoch each."""
+    space = yaml.safe_load((ROOT / "search_spaces" / "layers.yaml").read_text())
+    space["fixed"].update({"model.hidden_dim": 32, "model.out_features": 32, "model.num_heads": 4})
+    path = tmp_path / "layers.yaml"
+    path.write_text(yaml.safe_dump(space))
+    result = run_sweep(settings(tmp_path, demo_store, str(path), epochs=1, asha=False, name="layers", report_top_k=0))
+    runs = children(result.tracking, "layers")
+    layers = {(r.data.params["model.graph"], r.data.params["model.attention"]) for r in runs}
+    assert layers == {("gat", "mha"), *((g, "mha") for g in ("ncgnn", "edgnn", "unitary", "hgnn")),
+                      *(("gat", a) for a in ("mta", "crossmpt", "bica", "fa"))}
+    assert all(r.info.status == "FINISHED" and "mean_rank" in r.data.metrics for r in runs)
+    assert result.num_errors == 0

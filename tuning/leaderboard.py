@@ -6,55 +6,24 @@ Each trial is scored by its best dev epoch (``best/<metric>`` in its run). The m
 (paper Table 1, Friedman-style: rank per metric over the finished trials, ties averaged,
 averaged over metrics; 1 is best) is computed over the trials that finished, written to
 each of their runs as ``mean_rank``, and the table is stored with the sweep's parent run
-(``leaderboard/leaderboard.csv`` and ``.html``) so the MLflow UI shows it.
+(``leaderboard/leaderboard.csv``, ``.md`` and ``.html``). The MLflow UI also gets a shared
+view of the sweep (:func:`leaderboard_view`): its trial runs sorted by mean rank, with
+``mean_rank``, the best dev score and the varied parameters as columns.
 """
 
 from __future__ import annotations
 
-import csv
-import html
-import io
+import json
+import re
 import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from tabulate import tabulate
 
+from dashboards.tables import Table
 from scd_core.evaluation import METRICS
 from scd_core.metrics import mean_rank
 from tuning.tracking import CHILD, PARENT, Tracking
-
-
-@dataclass
-class Leaderboard:
-    sweep: str
-    columns: list[str]
-    rows: list[dict]
-
-    def to_text(self) -> str:
-        def cell(v):
-            return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
-        return tabulate([[cell(r.get(c)) for c in self.columns] for r in self.rows], headers=self.columns)
-
-    def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=self.columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        return out.getvalue()
-
-    def to_html(self) -> str:
-        def cell(v):
-            return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else html.escape(str(v)))
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in self.columns) + "</tr>"
-                       for r in self.rows)
-        return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(self.sweep)}</title>"
-                "<style>table{border-collapse:collapse;font-family:sans-serif}"
-                "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style>"
-                f"<h1>Sweep {html.escape(self.sweep)}</h1><table><tr>{head}</tr>{body}</table>")
 
 
 def latest_sweep(tracking: Tracking) -> str:
@@ -72,7 +41,7 @@ def _children(tracking: Tracking, sweep: str):
                               f"tags.sweep = '{sweep}' and tags.role = '{CHILD}'", max_results=10000)
 
 
-def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> Leaderboard:
+def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> Table:
     """The sweep's trials with their varied parameters, best dev metrics and mean rank."""
     runs = _children(tracking, sweep)
     overrides = [{k.removeprefix("override."): v for k, v in r.data.tags.items() if k.startswith("override.")}
@@ -99,12 +68,45 @@ def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> 
     descending = by != "mean_rank"
     rows.sort(key=lambda r: (r.get(by) is None, -(r.get(by) or 0) if descending else (r.get(by) or 0)))
     columns = ["trial", "status", *varied, *metrics, "dev_score", "mean_rank", "run_id"]
-    return Leaderboard(sweep, columns, rows)
+    return Table(f"Sweep {sweep}", columns, rows)
 
 
-def publish_leaderboard(tracking: Tracking, sweep: str) -> Leaderboard:
-    """Write ``mean_rank`` to every finished trial's run and the table to the parent run."""
+def view_key(sweep: str) -> str:
+    """The sweep's shared-view key in the MLflow UI (``?viewStateShareKey=...``)."""
+    return "sweep-" + re.sub(r"[^A-Za-z0-9_.-]", "-", sweep)
+
+
+def view_path(experiment_id: str, sweep: str) -> str:
+    """Where the UI shows the sweep's leaderboard view, relative to the server's address."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={view_key(sweep)}"
+
+
+def leaderboard_view(tracking: Tracking, sweep: str, board: Table) -> str:
+    """Store the MLflow UI view of the leaderboard as an experiment tag; returns its URL path.
+
+    The tag is the UI's own "shared view" (``mlflow.sharedViewState.<key>``, a JSON run-table
+    state), so any MLflow server over this store shows it at the returned path.
+    """
+    varied = [c for c in board.columns if c not in ("trial", "status", "dev_score", "mean_rank", "run_id", *METRICS)]
+    state = {
+        "searchFilter": f"tags.sweep = '{sweep}' and tags.role = '{CHILD}'",
+        "orderByKey": "metrics.`mean_rank`",
+        "orderByAsc": True,
+        # The run table only renders the columns in view: the eight metrics stay one click
+        # away ("Columns") so that the rank and the score are always visible.
+        "selectedColumns": ["metrics.`mean_rank`", "metrics.`best/dev_score`", *(f"params.`{k}`" for k in varied)],
+    }
+    client = tracking.client()
+    experiment_id = tracking.experiment_id(client)
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{view_key(sweep)}", json.dumps(state))
+    return view_path(experiment_id, sweep)
+
+
+def publish_leaderboard(tracking: Tracking, sweep: str) -> Table:
+    """Write ``mean_rank`` to every finished trial's run, the table to the parent run, and
+    the leaderboard view to the MLflow UI."""
     board = build_leaderboard(tracking, sweep)
+    leaderboard_view(tracking, sweep, board)
     client = tracking.client()
     now = int(time.time() * 1000)
     for row in board.rows:
@@ -114,7 +116,6 @@ def publish_leaderboard(tracking: Tracking, sweep: str) -> Leaderboard:
                                 f"tags.sweep = '{sweep}' and tags.role = '{PARENT}'", max_results=1)
     if parent:
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "leaderboard.csv").write_text(board.to_csv())
-            (Path(tmp) / "leaderboard.html").write_text(board.to_html())
+            board.write(tmp, "leaderboard")
             client.log_artifacts(parent[0].info.run_id, tmp, "leaderboard")
     return board

@@ -13,17 +13,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from tuning.leaderboard import Leaderboard, publish_leaderboard
+from dashboards.report import publish_report
+from dashboards.tables import Table
 from scd_core.config import load_config
 from scd_core.features import Manifest
 from scd_core.synthetic import ensure_store
+from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.spaces import SearchSpace, load_space
 from tuning.tracking import Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
 from tuning.trial import TrialContext, run_trial
@@ -52,6 +53,7 @@ class SweepSettings:
     tracking_uri: str | None = None
     seed: int = 0
     address: str | None = None
+    report_top_k: int = 3  # trials evaluated on the test splits for the sweep's comparison table
 
 
 class MlflowStatusCallback(tune.Callback):
@@ -87,10 +89,11 @@ class MlflowStatusCallback(tune.Callback):
 class SweepResult:
     name: str
     parent_run_id: str
-    leaderboard: Leaderboard
+    leaderboard: Table
     tracking: Tracking
     experiment_path: Path
     num_errors: int
+    view: str  # the leaderboard's path in the MLflow UI (after the server's address)
 
 
 def run_sweep(settings: SweepSettings) -> SweepResult:
@@ -151,8 +154,10 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         )
     results = tuner.fit()
     board = publish_leaderboard(tracking, name)
+    publish_report(tracking, name, space, features, settings.report_top_k)
     tracking.client().set_terminated(parent_id, "FINISHED")
-    return SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors))
+    return SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors),
+                       view_path(tracking.experiment_id(), name))
 
 
 __all__ = ["MlflowStatusCallback", "SweepResult", "SweepSettings", "run_sweep"]

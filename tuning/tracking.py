@@ -21,6 +21,9 @@ from mlflow.entities import Metric, Param, RunTag
 
 EXPERIMENT = "scd-mmpsr"
 PARENT, CHILD = "sweep", "trial"
+# MLflow 3's UI opens an experiment on its GenAI overview unless it is told it holds
+# model-training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_home() -> Path:
@@ -64,7 +67,8 @@ class Tracking:
         if found is not None:
             return found.experiment_id
         try:
-            return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+            return client.create_experiment(self.experiment, artifact_location=self.artifact_location,
+                                            tags=EXPERIMENT_KIND)
         except Exception:  # created meanwhile by another process
             return client.get_experiment_by_name(self.experiment).experiment_id
 

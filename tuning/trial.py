@@ -5,7 +5,10 @@ with the trial's checkpoint directory) and to the trial's MLflow child run (the 
 metrics, score, losses, GradNorm weights, pseudo-label acceptance, learning rate). A
 retried or restored trial restarts from its last Ray checkpoint and continues the same
 MLflow run. The best epoch's checkpoint is also an artifact of the run (``checkpoint/``),
-which is what promotion registers.
+which is what promotion registers. A trial that trains to its end also logs the figures of
+its best model (``figures/``, see ``dashboards.trial_figures``) and its size
+(``model/parameters``, ``model/size_mb``, for the cost table). A trial that ASHA stops
+before its last epoch has no figures: its training loop never returns.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from ray import tune
 
+from dashboards.trial_figures import save_figures, trial_figures
+from scd_core.checkpoint import load_model
 from scd_core.config import build_config, with_overrides
+from scd_core.model import count_parameters, size_mb
 from scd_core.trainer import EpochReport, Trainer, load_training_data, resolve_device
-from tuning.spaces import SearchSpace
+from tuning.spaces import VARIANT, SearchSpace
 from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
 
 
@@ -63,6 +69,8 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
                                             **package_versions()})
     run.log_params(cfg.to_dict())
     run.set_tags({f"override.{k}": v for k, v in overrides.items()})
+    if VARIANT in config:  # the row label of ablation tables
+        run.set_tags({"variant": config[VARIANT]})
     workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry or a restored sweep: continue where the trial stopped
@@ -71,6 +79,18 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     try:
         data = load_training_data(cfg, context.features, resolve_device(cfg.device))
         trainer = Trainer(cfg, data, workdir)
+        run.log_metrics({"model/parameters": count_parameters(trainer.model), "model/size_mb": size_mb(trainer.model)},
+                        0, int(time.time() * 1000))
+
+        drawn = []
+
+        def log_figures() -> None:
+            if (workdir / "best").exists():
+                best, _ = load_model(workdir / "best", trainer.device)
+                history = [asdict(r) for r in trainer.history]
+                save_figures(trial_figures(best, data.dev, history, f"({trial.get_trial_name()})"), workdir / "figures")
+                run.log_dir(workdir / "figures", "figures")
+                drawn.append(True)
 
         def on_epoch(report: EpochReport) -> None:
             metrics = epoch_metrics(report)
@@ -79,9 +99,13 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
                 metrics.update({"best/dev_score": report.score, "best/epoch": report.epoch})
                 run.log_dir(workdir / "best", "checkpoint")
             run.log_metrics(metrics, report.epoch, int(time.time() * 1000))
+            if report.epoch == cfg.optim.epochs - 1:  # ASHA stops a trial at its last report, before fit returns
+                log_figures()
             tune.report({**metrics, "epoch": report.epoch}, checkpoint=tune.Checkpoint.from_directory(workdir))
 
         trainer.fit(on_epoch=on_epoch, resume=checkpoint is not None)
+        if not drawn:  # stopped early by its own patience
+            log_figures()
     except Exception as err:
         run.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
         run.finish("FAILED")

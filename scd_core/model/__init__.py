@@ -1,10 +1,11 @@
 """MCDM and its layer variants (paper section 2.3).
 
 ``GRAPH_LAYERS`` and ``ATTENTION_LAYERS`` map config names to layer classes; importing
-this package registers every layer (graph: ``none``, ``gat``, ``unitary``; attention:
-``none``, ``mha``, ``mta``). Add a variant with ``@GRAPH_LAYERS.register("name")`` on a
-class with the common constructor ``(hidden_dim, *, num_heads, dropout)`` (see
-``scd_core.model.graph`` / ``scd_core.model.attention``) and import its module below.
+this package registers every layer (graph: ``none``, ``gat``, ``unitary``, ``ncgnn``,
+``edgnn``, ``hgnn``; attention: ``none``, ``mha``, ``mta``, ``crossmpt``, ``bica``,
+``fa``). Add a variant with ``@GRAPH_LAYERS.register("name")`` on a class with the
+common constructor ``(hidden_dim, *, num_heads, dropout)`` (see ``scd_core.model.graph``
+/ ``scd_core.model.attention``) and import its module below.
 """
 
 from scd_core.registry import Registry
@@ -15,7 +16,9 @@ ATTENTION_LAYERS: Registry = Registry("attention layer")
 # The layer modules register themselves into the registries above, so they are imported
 # after the registries exist.
 from scd_core.model import attention as attention  # noqa: E402
+from scd_core.model import attention_variants as attention_variants  # noqa: E402
 from scd_core.model import graph as graph  # noqa: E402
+from scd_core.model import graph_variants as graph_variants  # noqa: E402
 from scd_core.model.attention import MultiHeadAttention, MultiTokenAttention, ResidualSum  # noqa: E402
 from scd_core.model.blocks import Adapter, GuideBank, ModalityProjector, TaskHead, TaskProjector  # noqa: E402
 from scd_core.model.graph import (  # noqa: E402

@@ -1,0 +1,134 @@
+"""The paper's figures, drawn with matplotlib from a trial's history and predictions.
+
+Every function returns a :class:`matplotlib.figure.Figure` and keeps no global state (no
+``pyplot`` figure registry), so trials can draw in parallel worker processes:
+
+* :func:`gradnorm_figure`: task-weight trajectories of both GradNorm branches above the
+  per-task dev metrics, over epochs (paper Fig. 7).
+* :func:`learning_curves`: the training losses and the dev score over epochs.
+* :func:`confusion_figure`: a row-normalised confusion matrix (paper Fig. 9).
+* :func:`correlation_figure`: correlations between the three tasks' predictions
+  (paper Fig. 8).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: trials run on cluster nodes without a display
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from scd_core.evaluation import TASK_METRICS
+from scd_core.tasks import TASK_NAMES
+
+TASK_COLORS = {"emo": "tab:red", "pt": "tab:blue", "ah": "tab:green"}
+BRANCH_STYLES = {"sup": "-", "ssl": "--"}
+BRANCH_TITLES = {"sup": "supervised", "ssl": "semi-supervised"}
+
+
+def _series(history: Sequence[Mapping], group: str, key: str) -> tuple[list[int], list[float]]:
+    """Epochs and values of ``history[i][group][key]`` where present."""
+    points = [(h["epoch"], h[group][key]) for h in history if key in h.get(group, {})]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def gradnorm_figure(history: Sequence[Mapping], title: str = "") -> Figure:
+    """Paper Fig. 7: GradNorm task weights (top) and per-task dev metrics (bottom).
+
+    ``history``: one mapping per epoch with ``epoch``, ``weights`` (``<branch>_<task>``)
+    and ``metrics`` (``<corpus>_<metric>``), as ``scd_core.trainer.EpochReport``.
+    """
+    fig = Figure(figsize=(9, 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for branch, style in BRANCH_STYLES.items():
+        for task in TASK_NAMES:
+            x, y = _series(history, "weights", f"{branch}_{task}")
+            if x:
+                top.plot(x, y, style, color=TASK_COLORS[task], marker="o", ms=3,
+                         label=f"{task.upper()} ({BRANCH_TITLES[branch]})")
+    top.set_ylabel("task weight w_t")
+    top.set_title(title or "GradNorm task weights")
+    top.legend(fontsize=8, ncols=2)
+    for task, names in TASK_METRICS.items():
+        for name, style in zip(names, ("-", ":")):
+            x, y = _series(history, "metrics", name)
+            if x:
+                bottom.plot(x, y, style, color=TASK_COLORS[task], marker="o", ms=3, label=name)
+    for name, style in (("meld_mf1", "-."), ("meld_wf1", (0, (1, 3)))):
+        x, y = _series(history, "metrics", name)
+        if x:
+            bottom.plot(x, y, linestyle=style, color="tab:purple", label=f"{name} (zero-shot)")
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("dev metric")
+    bottom.legend(fontsize=8, ncols=3)
+    return fig
+
+
+def learning_curves(history: Sequence[Mapping], title: str = "") -> Figure:
+    """Training losses per branch and task (left) and the dev score (right), per epoch."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for branch, style in BRANCH_STYLES.items():
+        for task in TASK_NAMES:
+            x, y = _series(history, "losses", f"{branch}_{task}")
+            if x:
+                left.plot(x, y, style, color=TASK_COLORS[task], marker="o", ms=3, label=f"{branch}_{task}")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss")
+    left.set_yscale("log")
+    left.legend(fontsize=8, ncols=2)
+    epochs = [h["epoch"] for h in history]
+    right.plot(epochs, [h["score"] for h in history], marker="o", color="black")
+    best = max(range(len(history)), key=lambda i: history[i]["score"], default=None)
+    if best is not None:
+        right.axvline(history[best]["epoch"], color="grey", linestyle=":", label="best epoch")
+        right.legend(fontsize=8)
+    right.set_xlabel("epoch")
+    right.set_ylabel("dev score")
+    fig.suptitle(title or "Learning curves")
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str) -> Figure:
+    """Paper Fig. 9: rows are true classes, normalised to 1; cells show the share and count."""
+    matrix = np.asarray(matrix)
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    size = 1.2 + 0.75 * len(labels)
+    fig = Figure(figsize=(size + 1.5, size), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{shares[i, j]:.2f}\n({matrix[i, j]})", ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="share of true class")
+    return fig
+
+
+def correlation_figure(values: np.ndarray, names: Sequence[str], title: str) -> Figure:
+    """Paper Fig. 8: Pearson correlations between prediction columns (``values``: ``[N, K]``)."""
+    corr = np.corrcoef(np.asarray(values, dtype=float), rowvar=False)
+    fig = Figure(figsize=(1.5 + 0.55 * len(names), 1 + 0.5 * len(names)), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(corr, cmap="RdBu_r", vmin=-1, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="Pearson r")
+    return fig
+
+
+__all__ = ["confusion_figure", "correlation_figure", "gradnorm_figure", "learning_curves"]
