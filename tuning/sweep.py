@@ -142,6 +142,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
                 if settings.asha else None,
                 num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
                 max_concurrent_trials=settings.max_concurrent,
+                reuse_actors=True,  # a new trial skips process start-up and imports (seconds each)
             ),
             run_config=tune.RunConfig(
                 name=name,
