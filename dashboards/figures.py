@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # headless: trials run on cluster nodes without a display
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from scd_core.evaluation import TASK_METRICS
 from scd_core.tasks import TASK_NAMES
@@ -63,6 +64,7 @@ def gradnorm_figure(history: Sequence[Mapping], title: str = "") -> Figure:
         if x:
             bottom.plot(x, y, linestyle=style, color="tab:purple", label=f"{name} (zero-shot)")
     bottom.set_xlabel("epoch")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_ylabel("dev metric")
     bottom.legend(fontsize=8, ncols=3)
     return fig
@@ -77,7 +79,9 @@ def learning_curves(history: Sequence[Mapping], title: str = "") -> Figure:
             x, y = _series(history, "losses", f"{branch}_{task}")
             if x:
                 left.plot(x, y, style, color=TASK_COLORS[task], marker="o", ms=3, label=f"{branch}_{task}")
-    left.set_xlabel("epoch")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("training loss")
     left.set_yscale("log")
     left.legend(fontsize=8, ncols=2)
@@ -87,7 +91,6 @@ def learning_curves(history: Sequence[Mapping], title: str = "") -> Figure:
     if best is not None:
         right.axvline(history[best]["epoch"], color="grey", linestyle=":", label="best epoch")
         right.legend(fontsize=8)
-    right.set_xlabel("epoch")
     right.set_ylabel("dev score")
     fig.suptitle(title or "Learning curves")
     return fig

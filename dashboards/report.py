@@ -196,7 +196,8 @@ def sweep_figures(study: optuna.Study) -> tuple[dict[str, Any], list[str]]:
             except (ValueError, RuntimeError) as err:  # e.g. fANOVA on too few distinct trials
                 missing.append(f"no {name}: {err}")
                 continue
-            ax.figure.set_size_inches(9, 5)
+            ax.figure.set_size_inches(10, 5)
+            ax.figure.tight_layout()  # Optuna's layout clips long parameter names
             figures[name] = ax.figure
     return figures, missing
 

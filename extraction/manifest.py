@@ -10,7 +10,6 @@ import csv
 import hashlib
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 from extraction.config import ExtractionConfig, GroupSplit, Source

@@ -3,7 +3,6 @@
 import csv
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import ray
 import torch

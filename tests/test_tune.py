@@ -3,6 +3,7 @@
 Small models on the synthetic demo corpora; each sweep takes tens of seconds.
 """
 
+import csv
 import os
 import signal
 import subprocess
@@ -94,10 +95,14 @@ def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store):
     space = write_space(tmp_path / "oat.yaml", strategy="oat", fixed={**SMALL, "optim.epochs": 1},
                         baseline={"model.dropout": 0.0, "optim.lr": 1e-3},
                         parameters={"model.dropout": [0.0, 0.2], "optim.lr": [1e-3, 3e-3]})
-    run_sweep(settings(tmp_path, demo_store, space, name="oat", asha=False))
+    result = run_sweep(settings(tmp_path, demo_store, space, name="oat", asha=False))
     runs = children(Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}"), "oat")
     points = sorted((float(r.data.params["model.dropout"]), float(r.data.params["optim.lr"])) for r in runs)
     assert points == [(0.0, 1e-3), (0.0, 3e-3), (0.2, 1e-3)]
+    # The ablation table names each row by its variant, as the paper's tables do.
+    ablation = result.tracking.client().download_artifacts(result.parent_run_id, "report/ablation.csv", str(tmp_path))
+    labels = {row["trial"] for row in csv.DictReader(open(ablation))}
+    assert labels == {r.data.tags["variant"] for r in runs} and "baseline" in labels
 
 
 def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store):

@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scd_core.features.schema import (
-    ID_COLUMNS,
     LABEL_RANGES,
     MANIFEST,
     SPLITS,
