@@ -1,6 +1,8 @@
-"""Forward + backward throughput of MCDM-1/2/3 at the paper's configuration.
+"""Forward + backward throughput of MCDM-1/2/3 (or any graph:attention pairs) at the paper's configuration.
 
     python benchmarks/bench_model.py [--batch-sizes 32 256] [--min-seconds 3] [--device cpu] [--threads N]
+    python benchmarks/bench_model.py --layers gat:mha ncgnn:mha edgnn:mha unitary:mha hgnn:mha \
+        gat:mta gat:crossmpt gat:bica gat:fa          # the variants of Tables 13/14, as ratios to the first
 
 Paper configuration: hidden 512, out_features 512, 8 heads, dropout 0.15, the four
 modalities with 1024/1536/1536/1536 inputs, three tasks. Training mode; each step is a
@@ -63,20 +65,28 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=3.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--layers", nargs="+", metavar="GRAPH:ATTENTION",
+                        help="benchmark these layer pairs instead of the named models")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
-    print(f"{'model':8s} {'params':>10s} {'batch':>6s} {'samples/s':>10s}")
-    for name in args.models:
+    if args.layers:
+        configs = {pair: dict(zip(("graph", "attention"), pair.split(":"))) for pair in args.layers}
+    else:
+        configs = {name: NAMED_MODELS[name] for name in args.models}
+    print(f"{'model':14s} {'params':>10s} {'batch':>6s} {'samples/s':>10s} {'vs first':>8s}")
+    first: dict[int, float] = {}
+    for name, layers in configs.items():
         torch.manual_seed(0)
-        cfg = ModelConfig(**NAMED_MODELS[name])
-        model = MCDM.from_config(cfg, PAPER_FEATURE_DIMS, TASK_NAMES).to(device).train()
+        model = MCDM.from_config(ModelConfig(**layers), PAPER_FEATURE_DIMS, TASK_NAMES).to(device).train()
         for batch in args.batch_sizes:
             rate = bench(model, batch, device, args.min_seconds)
-            print(f"{name:8s} {count_parameters(model):>10d} {batch:>6d} {rate:>10.1f}", flush=True)
+            first.setdefault(batch, rate)
+            print(f"{name:14s} {count_parameters(model):>10d} {batch:>6d} {rate:>10.1f} {rate / first[batch]:>8.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
