@@ -104,6 +104,9 @@ def parent_run(tracking: Tracking, sweep: str, tags: Mapping[str, str]) -> str:
     found = _one_run(client, exp, f"tags.sweep = '{sweep}' and tags.role = '{PARENT}'")
     if found is not None:
         return found.info.run_id
+    if not EXPERIMENT_KIND.keys() <= client.get_experiment(exp).tags.keys():  # a store from before the tag
+        for key, value in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(exp, key, value)
     run = client.create_run(exp, run_name=sweep, tags={"sweep": sweep, "role": PARENT, **tags})
     return run.info.run_id
 
