@@ -142,6 +142,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     return model.to(device), spec
 
 
+def training_history(path: str | Path) -> list[dict[str, Any]]:
+    """The epoch history of a training checkpoint (``EpochReport`` fields, one dict per epoch)."""
+    return json.loads((Path(path) / "state.json").read_text())["history"]
+
+
 def load_training_state(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None
 ) -> dict[str, Any]:

@@ -10,20 +10,25 @@ checkpoint, and every trial keeps its MLflow run.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from dashboards.report import publish_report
 from dashboards.tables import Table
+from dashboards.trial_figures import save_figures, trial_figures
+from scd_core.checkpoint import load_model, training_history
 from scd_core.config import load_config
 from scd_core.features import Manifest
 from scd_core.synthetic import ensure_store
+from scd_core.trainer import load_eval_splits
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.spaces import SearchSpace, load_space
 from tuning.tracking import Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
@@ -96,6 +101,24 @@ class SweepResult:
     view: str  # the leaderboard's path in the MLflow UI (after the server's address)
 
 
+def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str, features: Path) -> None:
+    """Figures for the trials that ASHA stopped before their last epoch (their training loop
+    never returned, so they could not draw them), from their last checkpoint."""
+    client = tracking.client()
+    for result in results:
+        run = child_run(tracking, sweep, str(result.metrics.get("trial_id")))
+        if run is None or result.error or result.checkpoint is None or client.list_artifacts(run.info.run_id, "figures"):
+            continue
+        with result.checkpoint.as_directory() as saved, tempfile.TemporaryDirectory() as tmp:
+            if not (Path(saved) / "best").exists():
+                continue
+            model, spec = load_model(Path(saved) / "best")
+            dev = load_eval_splits(spec.config, features, "dev", torch.device("cpu"))
+            history = training_history(Path(saved) / "last")
+            save_figures(trial_figures(model, dev, history, f"({run.info.run_name})"), tmp)
+            client.log_artifacts(run.info.run_id, tmp, "figures")
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:
     space: SearchSpace = load_space(settings.space)  # a bad space fails here, before any trial
     strategy = settings.strategy or space.strategy
@@ -154,6 +177,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             ),
         )
     results = tuner.fit()
+    log_missing_figures(results, tracking, name, features)
     board = publish_leaderboard(tracking, name)
     publish_report(tracking, name, space, features, settings.report_top_k)
     tracking.client().set_terminated(parent_id, "FINISHED")

@@ -8,7 +8,8 @@ MLflow run. The best epoch's checkpoint is also an artifact of the run (``checkp
 which is what promotion registers. A trial that trains to its end also logs the figures of
 its best model (``figures/``, see ``dashboards.trial_figures``) and its size
 (``model/parameters``, ``model/size_mb``, for the cost table). A trial that ASHA stops
-before its last epoch has no figures: its training loop never returns.
+before its last epoch never returns from its training loop: the sweep draws its figures
+afterwards (``tuning.sweep.log_missing_figures``).
 """
 
 from __future__ import annotations
