@@ -37,7 +37,7 @@ from scd_core.checkpoint import load_model
 from scd_core.evaluation import METRICS, interval_report
 from scd_core.features import Manifest
 from scd_core.trainer import load_eval_splits
-from tuning.leaderboard import build_leaderboard, latest_sweep
+from tuning.leaderboard import build_leaderboard, latest_sweep, varied_parameters
 from tuning.spaces import VARIANT, SearchSpace
 from tuning.tracking import CHILD, PARENT, Tracking
 
@@ -63,7 +63,7 @@ def trial_label(run: Run, varied: list[str]) -> str:
 
 def ablation_table(board: Table) -> Table:
     """Paper Table 1 layout: trials by mean rank, the eight dev metrics (best epoch)."""
-    varied = [c for c in board.columns if c not in ("trial", "status", "dev_score", "mean_rank", "run_id", *METRICS)]
+    varied = varied_parameters(board)
     metrics = [m for m in METRICS if m in board.columns]
     rows = [{"trial": r.get("label", r["trial"]), **{k: r.get(k) for k in varied}, **{m: r.get(m) for m in metrics},
              "mean_rank": r.get("mean_rank")} for r in board.rows if r.get("mean_rank") is not None]
@@ -207,7 +207,7 @@ def build_report(tracking: Tracking, sweep: str, space: SearchSpace, features: s
     """(name -> table, file -> figure, notes) for the sweep."""
     board = build_leaderboard(tracking, sweep)
     runs = _runs(tracking, sweep, CHILD)
-    varied = [c for c in board.columns if c not in ("trial", "status", "dev_score", "mean_rank", "run_id", *METRICS)]
+    varied = varied_parameters(board)
     labels = {r.info.run_id: trial_label(r, varied) for r in runs}
     for row in board.rows:
         row["label"] = labels.get(row["run_id"], row["trial"])

@@ -71,6 +71,11 @@ def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> 
     return Table(f"Sweep {sweep}", columns, rows)
 
 
+def varied_parameters(board: Table) -> list[str]:
+    """The leaderboard's columns that are parameters the sweep varied (config keys)."""
+    return [c for c in board.columns if c not in ("trial", "status", "dev_score", "mean_rank", "run_id", *METRICS)]
+
+
 def view_key(sweep: str) -> str:
     """The sweep's shared-view key in the MLflow UI (``?viewStateShareKey=...``)."""
     return "sweep-" + re.sub(r"[^A-Za-z0-9_.-]", "-", sweep)
@@ -87,7 +92,7 @@ def leaderboard_view(tracking: Tracking, sweep: str, board: Table) -> str:
     The tag is the UI's own "shared view" (``mlflow.sharedViewState.<key>``, a JSON run-table
     state), so any MLflow server over this store shows it at the returned path.
     """
-    varied = [c for c in board.columns if c not in ("trial", "status", "dev_score", "mean_rank", "run_id", *METRICS)]
+    varied = varied_parameters(board)
     state = {
         "searchFilter": f"tags.sweep = '{sweep}' and tags.role = '{CHILD}'",
         "orderByKey": "metrics.`mean_rank`",
