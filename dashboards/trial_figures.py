@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from dashboards.figures import confusion_figure, correlation_figure, gradnorm_figure, learning_curves
+from scd_core.checkpoint import load_model
 from scd_core.evaluation import metric_inputs, predict
 from scd_core.features import CorpusTensors
 from scd_core.metrics import confusion_matrix
@@ -76,6 +77,13 @@ def trial_figures(model: nn.Module, dev: Mapping[str, CorpusTensors], history: S
     return figures
 
 
+def checkpoint_figures(best: str | Path, dev: Mapping[str, CorpusTensors], history: Sequence[Mapping],
+                       out: str | Path, title: str = "") -> list[Path]:
+    """Draw :func:`trial_figures` for the model in the checkpoint directory ``best`` into ``out``."""
+    model, _ = load_model(best, next(iter(dev.values())).device if dev else "cpu")
+    return save_figures(trial_figures(model, dev, history, title), out)
+
+
 def save_figures(figures: Mapping[str, Figure], directory: str | Path, dpi: int = 110) -> list[Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -86,4 +94,4 @@ def save_figures(figures: Mapping[str, Figure], directory: str | Path, dpi: int 
     return paths
 
 
-__all__ = ["prediction_columns", "save_figures", "trial_figures"]
+__all__ = ["checkpoint_figures", "prediction_columns", "save_figures", "trial_figures"]

@@ -23,8 +23,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from dashboards.report import publish_report
 from dashboards.tables import Table
-from dashboards.trial_figures import save_figures, trial_figures
-from scd_core.checkpoint import load_model, training_history
+from dashboards.trial_figures import checkpoint_figures
+from scd_core.checkpoint import load_spec, training_history
 from scd_core.config import load_config
 from scd_core.features import Manifest
 from scd_core.synthetic import ensure_store
@@ -110,12 +110,11 @@ def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str
         if run is None or result.error or result.checkpoint is None or client.list_artifacts(run.info.run_id, "figures"):
             continue
         with result.checkpoint.as_directory() as saved, tempfile.TemporaryDirectory() as tmp:
-            if not (Path(saved) / "best").exists():
+            best = Path(saved) / "best"
+            if not best.exists():
                 continue
-            model, spec = load_model(Path(saved) / "best")
-            dev = load_eval_splits(spec.config, features, "dev", torch.device("cpu"))
-            history = training_history(Path(saved) / "last")
-            save_figures(trial_figures(model, dev, history, f"({run.info.run_name})"), tmp)
+            dev = load_eval_splits(load_spec(best).config, features, "dev", torch.device("cpu"))
+            checkpoint_figures(best, dev, training_history(Path(saved) / "last"), tmp, f"({run.info.run_name})")
             client.log_artifacts(run.info.run_id, tmp, "figures")
 
 

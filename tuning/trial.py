@@ -23,8 +23,7 @@ from typing import Any, Mapping
 
 from ray import tune
 
-from dashboards.trial_figures import save_figures, trial_figures
-from scd_core.checkpoint import load_model
+from dashboards.trial_figures import checkpoint_figures
 from scd_core.config import build_config, with_overrides
 from scd_core.model import count_parameters, size_mb
 from scd_core.trainer import EpochReport, Trainer, load_training_data, resolve_device
@@ -87,9 +86,8 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
 
         def log_figures() -> None:
             if (workdir / "best").exists():
-                best, _ = load_model(workdir / "best", trainer.device)
-                history = [asdict(r) for r in trainer.history]
-                save_figures(trial_figures(best, data.dev, history, f"({trial.get_trial_name()})"), workdir / "figures")
+                checkpoint_figures(workdir / "best", data.dev, [asdict(r) for r in trainer.history], workdir / "figures",
+                                   f"({trial.get_trial_name()})")
                 run.log_dir(workdir / "figures", "figures")
                 drawn.append(True)
 
