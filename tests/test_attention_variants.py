@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from layer_checks import assert_reset_is_deterministic
 
 from scd_core.config import ModelConfig, load_config
 from scd_core.model import ATTENTION_LAYERS, MCDM, count_parameters
@@ -94,14 +95,7 @@ def test_query_with_every_key_masked_is_finite(name):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_reset_parameters_is_deterministic(name):
-    layer = make(name)
-    torch.manual_seed(3)
-    layer.reset_parameters()
-    first = {n: p.clone() for n, p in layer.state_dict().items()}
-    torch.manual_seed(3)
-    layer.reset_parameters()
-    for n, p in layer.state_dict().items():
-        assert torch.equal(p, first[n]), n
+    assert_reset_is_deterministic(make(name), seed=3)
 
 
 # ------------------------------------------------------------------ CrossMPT

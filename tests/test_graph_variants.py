@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from layer_checks import assert_reset_is_deterministic
 
 from scd_core.config import ExperimentConfig, load_config
 from scd_core.model import GRAPH_LAYERS, MCDM, modality_adjacency
@@ -82,14 +83,7 @@ def test_missing_node_features_do_not_reach_present_nodes(name, train):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reset_parameters_is_deterministic(name):
-    layer = make_layer(name)
-    torch.manual_seed(3)
-    layer.reset_parameters()
-    first = {k: v.clone() for k, v in layer.state_dict().items()}
-    torch.manual_seed(3)
-    layer.reset_parameters()
-    for k, v in layer.state_dict().items():
-        assert torch.equal(v, first[k]), k
+    assert_reset_is_deterministic(make_layer(name), seed=3)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from layer_checks import assert_reset_is_deterministic
 
 from scd_core.config import ModelConfig
 from scd_core.model import (
@@ -229,14 +230,7 @@ def test_same_seed_same_outputs():
 
 
 def test_reset_parameters_is_deterministic():
-    model = small_model(**named_model("MCDM-3"))
-    torch.manual_seed(5)
-    model.reset_parameters()
-    first = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.manual_seed(5)
-    model.reset_parameters()
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, first[k]), k
+    assert_reset_is_deterministic(small_model(**named_model("MCDM-3")), seed=5)
 
 
 # ------------------------------------------------------------------ shared parameters
