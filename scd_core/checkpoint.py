@@ -6,7 +6,9 @@ A checkpoint is a directory:
 * ``config.json``: the experiment config, modality input sizes and tasks (enough to rebuild);
 * ``optimizer.safetensors`` + ``state.json`` (training checkpoints only): optimiser tensors,
   and as JSON the optimiser's scalar state and param groups, the scheduler, both GradNorm
-  branches, the early-stopping counters and the epoch history.
+  branches, the early-stopping counters and the epoch history;
+* ``training.safetensors`` (training checkpoints whose options keep tensors: the EMA
+  teacher's weights, the pseudo-labeller's class memory): those tensors by name.
 
 Directories are written next to their destination and renamed into place, so a crash
 never leaves a half-written checkpoint where a reader looks.
@@ -112,6 +114,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     training_state: dict[str, Any] | None = None,
+    training_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a model checkpoint (and, with an optimiser, a resumable training checkpoint)."""
 
@@ -124,6 +127,8 @@ def save_checkpoint(
             state = {"optimizer": meta, "scheduler": None if scheduler is None else scheduler.state_dict(),
                      **(training_state or {})}
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        if training_tensors:
+            save_file(_contiguous(training_tensors), tmp / "training.safetensors")
 
     return write_atomic_dir(path, fill)
 
@@ -161,3 +166,9 @@ def load_training_state(
     if scheduler is not None and scheduler_state is not None:
         scheduler.load_state_dict(scheduler_state)
     return state
+
+
+def load_training_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The ``training.safetensors`` tensors of a training checkpoint ({} when it has none)."""
+    file = Path(path) / "training.safetensors"
+    return load_file(file, device=str(device)) if file.exists() else {}

@@ -47,6 +47,11 @@ class DataConfig(_Section):
     corpus_weights: dict[CorpusName, float] | None = Field(
         None, description="sampling proportions per training corpus; None = proportional to size"
     )
+    modality_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="training only: each present modality of a row is masked with this probability "
+                    "(never all of them), so the model learns rows with missing modalities",
+    )
 
     @field_validator("train_corpora")
     @classmethod
@@ -126,6 +131,23 @@ class SSLConfig(_Section):
     eta_ss: float = Field(0.005, gt=0.0)
     lambda_: float = Field(0.3, ge=0.0, alias="lambda", description="SSL budget S_ss = 3 * lambda")
     w_floor: float = Field(1e-3, gt=0.0, lt=1.0)
+    emo_target: Literal["distribution", "argmax"] = Field(
+        "distribution", description="supervised EMO target: the label distribution (paper) or its argmax "
+                                    "(the authors' code)")
+    # Options beyond the paper (scd_core.pseudo_labels); each default is the paper's behaviour.
+    warmup_epochs: int = Field(0, ge=0, description="no pseudo-label loss before this epoch")
+    teacher: Literal["self", "ema"] = Field(
+        "self", description="pseudo-labels from the model itself (paper) or an EMA of its weights (Mean Teacher)")
+    ema_decay: float = Field(0.99, gt=0.0, lt=1.0, description="teacher=ema: weight of the old teacher per step")
+    pseudo_labels: Literal["hard", "soft"] = Field(
+        "hard", description="hard argmax / 0-1 targets (paper) or temperature-sharpened soft targets")
+    temperature: float = Field(0.5, gt=0.0, le=1.0, description="pseudo_labels=soft: sharpening temperature")
+    class_balance: Literal["none", "flexmatch", "align"] = Field(
+        "none", description="EMO/AH pseudo-labels: one threshold (paper), FlexMatch per-class thresholds, "
+                            "or distribution alignment to the labelled class prior")
+    rebalance_epoch: int | None = Field(
+        None, ge=1, description="at this epoch the pseudo-label branch's GradNorm weights restart from equal "
+                                "shares of its budget (the paper's A.8 remark); None = never")
 
 
 class OptimConfig(_Section):

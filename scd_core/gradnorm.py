@@ -124,8 +124,12 @@ class GradNorm:
         self.lr = float(lr)
         self.budget = float(budget)
         self.w_floor = float(w_floor)
-        self.weights: dict[str, float] = {n: self.budget / len(names) for n in names}
+        self.reset_weights()
         self.initial_losses: dict[str, float | None] = {n: None for n in names}
+
+    def reset_weights(self) -> None:
+        """Equal shares of the budget (the start; also the paper's A.8 rebalance)."""
+        self.weights: dict[str, float] = {n: self.budget / len(self.names) for n in self.names}
 
     def step(
         self, losses: Mapping[str, torch.Tensor], shared: Sequence[torch.Tensor]

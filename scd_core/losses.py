@@ -1,15 +1,14 @@
-"""Supervised and pseudo-label losses of the semi-supervised protocol (paper section 2.4).
+"""Supervised losses of the semi-supervised protocol (paper section 2.4); the pseudo-label
+losses are in ``scd_core.pseudo_labels``.
 
 Model outputs (``scd_core.model``): ``emo`` and ``ah`` are logits [B, C]; ``pt`` is a score
-in [0, 1] per trait [B, 5] (Eq. 13). Every loss is a mean over the rows (or, for PT
-pseudo-labels, the trait entries) it is computed on; a component with no row in the batch
-is absent from the returned dict, never a zero.
+in [0, 1] per trait [B, 5] (Eq. 13). Every loss is a mean over the rows it is computed on; a
+task with no labelled row in the batch is absent from the returned dict, never a zero.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal, Mapping
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -52,51 +51,3 @@ def supervised_losses(
         else:
             losses[task] = F.cross_entropy(pred, target)
     return losses
-
-
-@dataclass(frozen=True)
-class PseudoLabelStats:
-    """How many candidates (rows, or trait entries for PT) passed the confidence threshold."""
-
-    accepted: int
-    candidates: int
-
-    @property
-    def rate(self) -> float:
-        return self.accepted / self.candidates if self.candidates else float("nan")
-
-
-def pseudo_label_losses(
-    outputs: Mapping[str, Tensor],
-    label_mask: Mapping[str, Tensor],
-    thresholds: Mapping[str, float],
-    tasks: Sequence[str] | None = None,
-) -> tuple[dict[str, Tensor], dict[str, PseudoLabelStats]]:
-    """Pseudo-label losses from the same forward pass, on rows without the task's label.
-
-    Targets are detached predictions:
-      * EMO, AH: argmax of softmax where max softmax > tau; CE on the logits.
-      * PT: p binarised at 0.5, kept per trait where p > tau_pt or p < 1 - tau_pt;
-        BCE between p and the binary target over the kept entries.
-    ``tasks`` limits which tasks get pseudo-labels (default: every task in ``outputs``).
-    """
-    losses, stats = {}, {}
-    for task in tasks if tasks is not None else outputs:
-        out = outputs[task]
-        rows = ~label_mask[task]
-        pred = out[rows]
-        tau = thresholds[task]
-        if task == "pt":
-            p = pred.detach()
-            keep = (p > tau) | (p < 1 - tau)
-            stats[task] = PseudoLabelStats(int(keep.sum()), keep.numel())
-            if bool(keep.any()):
-                target = (p > 0.5).to(pred.dtype)
-                losses[task] = F.binary_cross_entropy(pred[keep].clamp(_EPS, 1 - _EPS), target[keep])
-        else:
-            confidence, target = F.softmax(pred.detach(), dim=1).max(dim=1)
-            keep = confidence > tau
-            stats[task] = PseudoLabelStats(int(keep.sum()), int(rows.sum()))
-            if bool(keep.any()):
-                losses[task] = F.cross_entropy(pred[keep], target[keep])
-    return losses, stats

@@ -25,15 +25,17 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from scd_core.augment import drop_modalities
 from scd_core.batching import epoch_batches
-from scd_core.checkpoint import ModelSpec, build_model, load_training_state, save_checkpoint
+from scd_core.checkpoint import ModelSpec, build_model, load_training_state, load_training_tensors, save_checkpoint
 from scd_core.config import ExperimentConfig
 from scd_core.evaluation import METRICS, dev_score, evaluate
 from scd_core.features import CorpusTensors, Manifest, concat, load_split
 from scd_core.gradnorm import GradNorm
-from scd_core.losses import pseudo_label_losses, supervised_losses
+from scd_core.losses import supervised_losses
 from scd_core.model import SharedState
 from scd_core.optim import build_optimizer, build_scheduler, steps_per_batch
+from scd_core.pseudo_labels import EMATeacher, PseudoLabeler
 from scd_core.tasks import CORPORA
 
 BRANCHES = ("sup", "ssl")
@@ -116,7 +118,9 @@ def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.de
 
 @dataclass
 class EpochReport:
-    """What one epoch produced; keys of ``losses``/``weights`` are ``<branch>_<task>``."""
+    """What one epoch produced; keys of ``losses``/``weights`` are ``<branch>_<task>``;
+    ``pseudo_labels`` holds the shares of the accepted pseudo-labels
+    (``PseudoLabeler.epoch_stats``)."""
 
     epoch: int
     metrics: dict[str, float]
@@ -127,6 +131,7 @@ class EpochReport:
     lr: float
     seconds: float
     best: bool = False
+    pseudo_labels: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,7 +170,9 @@ class Trainer:
             "ssl": GradNorm(self.tasks, ssl.alpha_ss, ssl.eta_ss, budget=len(self.tasks) * ssl.lambda_,
                             w_floor=ssl.w_floor) if ssl.lambda_ > 0 else None,
         }
-        self.thresholds = {"emo": ssl.tau_emo, "pt": ssl.tau_pt, "ah": ssl.tau_ah}
+        uses_ssl = ssl.enabled and self.gradnorm["ssl"] is not None
+        self.pseudo_labeler = PseudoLabeler(ssl, self.tasks, data.train) if uses_ssl else None
+        self.teacher = EMATeacher(self.model, ssl.ema_decay) if uses_ssl and ssl.teacher == "ema" else None
         corpora = data.train.corpora
         weights = cfg.data.corpus_weights
         self.corpus_weights = None if weights is None else {i: weights.get(c, 0.0) for i, c in enumerate(corpora)}
@@ -186,13 +193,13 @@ class Trainer:
         # Without GradNorm the paper's baseline runs fix every coefficient at 1.0.
         return dict(gn.weights) if self.cfg.ssl.gradnorm else {t: 1.0 for t in self.tasks}
 
-    def train_step(self, batch: CorpusTensors, epoch: int, step: int) -> tuple[dict[str, Tensor], dict]:
-        """One optimisation step; returns the detached component losses and pseudo-label stats.
+    def train_step(self, batch: CorpusTensors, rows: Tensor, epoch: int, step: int) -> dict[str, Tensor]:
+        """One optimisation step on training rows ``rows``; returns the detached component losses.
 
         The total loss of a step uses the weights that the previous step's GradNorm update
         left (as in Chen et al. 2018, Algorithm 1); this step's norms update them after.
         """
-        losses, norms, stats = self.backward(batch, epoch, step)
+        losses, norms = self.backward(batch, rows, epoch, step)
         if norms is not None:
             values = dict(zip(norms, torch.stack([losses[name] for name in norms]).tolist()))  # one sync
             for branch, gn in self.gradnorm.items():
@@ -200,25 +207,32 @@ class Trainer:
                 if gn is not None and present:
                     gn.update({t: values[f"{branch}_{t}"] for t in present}, {t: norms[f"{branch}_{t}"] for t in present})
         self.optimizer.step()
+        if self.teacher is not None:
+            self.teacher.update(self.model)
         if steps_per_batch(self.scheduler):
             self.scheduler.step()
-        return losses, stats
+        return losses
 
-    def backward(self, batch: CorpusTensors, epoch: int = 0, step: int = 0):
+    def backward(self, batch: CorpusTensors, rows: Tensor, epoch: int = 0, step: int = 0):
         """Forward, losses and gradients of ``sum(w * L)`` in every parameter's ``.grad``.
 
-        Returns the detached losses (``<branch>_<task>`` and ``total``), the unweighted
-        gradient norms w.r.t. the shared parameters (None without GradNorm) and the
-        pseudo-label statistics.
+        ``rows`` [B] are the batch's indices into the training set. In training mode the
+        batch's modalities are dropped at ``data.modality_dropout`` first. Returns the
+        detached losses (``<branch>_<task>`` and ``total``) and the unweighted gradient norms
+        w.r.t. the shared parameters (None without GradNorm).
         """
-        model, gradnorm = self.model, self.cfg.ssl.gradnorm
-        state = model.encode(batch.features, batch.modality_mask)
+        model, gradnorm, ssl = self.model, self.cfg.ssl.gradnorm, self.cfg.ssl
+        modality_mask = batch.modality_mask
+        if model.training:
+            modality_mask = drop_modalities(modality_mask, self.cfg.data.modality_dropout)
+        state = model.encode(batch.features, modality_mask)
         branch_inputs = {t: _detached(state) if gradnorm else state for t in self.tasks}
         outputs = {t: model.decode(branch_inputs[t], t) for t in self.tasks}
-        components = {"sup": supervised_losses(outputs, batch.labels, batch.label_mask, "distribution")}
-        stats = {}
-        if self.cfg.ssl.enabled and self.gradnorm["ssl"] is not None:
-            components["ssl"], stats = pseudo_label_losses(outputs, batch.label_mask, self.thresholds, self.tasks)
+        components = {"sup": supervised_losses(outputs, batch.labels, batch.label_mask, ssl.emo_target)}
+        if self.pseudo_labeler is not None and epoch >= ssl.warmup_epochs:
+            # The teacher sees the whole row: its targets do not depend on the student's dropped modalities.
+            targets = outputs if self.teacher is None else self.teacher(batch.features, batch.modality_mask)
+            components["ssl"] = self.pseudo_labeler.losses(outputs, targets, batch.label_mask, rows)
         flat = {f"{b}_{t}": loss for b, losses in components.items() for t, loss in losses.items()}
         if not flat:
             raise RuntimeError(f"epoch {epoch} step {step}: the batch produced no loss at all")
@@ -231,7 +245,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # task branches only, when GradNorm cut them from the trunk
         norms = self._trunk_backward(state, branch_inputs, components, weights, batch.label_mask) if gradnorm else None
-        return {**dict(zip(flat, values)), "total": total.detach()}, norms, stats
+        return {**dict(zip(flat, values)), "total": total.detach()}, norms
 
     def _trunk_backward(self, state, branch_inputs, components, weights, label_mask) -> dict[str, float]:
         """Shared-parameter gradients of the total loss, and the six GradNorm norms, in six
@@ -277,8 +291,11 @@ class Trainer:
 
     # --------------------------------------------------------------- epochs
 
-    def train_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """One pass over the training rows; returns mean losses, pseudo-label acceptance and shares."""
         self.model.train()
+        if epoch == self.cfg.ssl.rebalance_epoch and self.gradnorm["ssl"] is not None:
+            self.gradnorm["ssl"].reset_weights()
         seed = _epoch_seed(self.cfg.seed, epoch)
         torch.manual_seed(seed)  # dropout stream of this epoch
         generator = torch.Generator().manual_seed(seed)
@@ -286,19 +303,16 @@ class Trainer:
                                 self.corpus_weights).to(self.device)
         sums: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
-        accepted = {t: 0 for t in self.tasks}
-        candidates = {t: 0 for t in self.tasks}
         for step, idx in enumerate(batches):
-            losses, stats = self.train_step(self.data.train.index(idx, with_ids=False), epoch, step)
+            losses = self.train_step(self.data.train.index(idx, with_ids=False), idx, epoch, step)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1
-            for task, s in stats.items():
-                accepted[task] += s.accepted
-                candidates[task] += s.candidates
         mean_losses = {name: float(total) / counts[name] for name, total in sums.items()}
-        acceptance = {t: accepted[t] / candidates[t] if candidates[t] else math.nan for t in self.tasks}
-        return mean_losses, acceptance
+        if self.pseudo_labeler is None:
+            return mean_losses, {t: math.nan for t in self.tasks}, {}
+        acceptance, shares = self.pseudo_labeler.epoch_stats()
+        return mean_losses, acceptance, shares
 
     def fit(
         self,
@@ -321,7 +335,7 @@ class Trainer:
                 stopped = True
                 break
             tic = time.perf_counter()
-            losses, acceptance = self.train_epoch(epoch)
+            losses, acceptance, shares = self.train_epoch(epoch)
             metrics = evaluate(self.model, self.data.dev)
             score = dev_score(metrics, self.tasks)
             if self.scheduler is not None and not steps_per_batch(self.scheduler):
@@ -341,6 +355,7 @@ class Trainer:
                 lr=self.optimizer.param_groups[0]["lr"],
                 seconds=time.perf_counter() - tic,
                 best=improved,
+                pseudo_labels=shares,
             )
             self.history.append(report)
             self.save(improved)
@@ -363,11 +378,24 @@ class Trainer:
             "gradnorm": {b: None if gn is None else gn.state_dict() for b, gn in self.gradnorm.items()},
             "history": [asdict(r) for r in self.history],
         }
-        save_checkpoint(self.output_dir / "last", self.model, self.spec, self.optimizer, self.scheduler, state)
+        save_checkpoint(self.output_dir / "last", self.model, self.spec, self.optimizer, self.scheduler, state,
+                        self._training_tensors())
+
+    def _training_tensors(self) -> dict[str, Tensor]:
+        tensors = {} if self.pseudo_labeler is None else dict(self.pseudo_labeler.state_tensors())
+        if self.teacher is not None:
+            tensors.update({f"teacher.{k}": v for k, v in self.teacher.model.state_dict().items()})
+        return tensors
 
     def restore(self, path: str | Path) -> int:
         """Load a ``last`` checkpoint; returns the next epoch to run."""
         state = load_training_state(path, self.model, self.optimizer, self.scheduler)
+        tensors = load_training_tensors(path, self.device)
+        if self.pseudo_labeler is not None:
+            self.pseudo_labeler.load_state_tensors(tensors)
+        if self.teacher is not None:
+            self.teacher.model.load_state_dict({k.removeprefix("teacher."): v for k, v in tensors.items()
+                                                if k.startswith("teacher.")})
         for branch, gn_state in state["gradnorm"].items():
             if self.gradnorm[branch] is not None and gn_state is not None:
                 self.gradnorm[branch].load_state_dict(gn_state)

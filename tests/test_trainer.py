@@ -1,6 +1,7 @@
 """Training on the synthetic demo corpora: it learns, it resumes exactly, checkpoints are safe."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -105,20 +106,22 @@ def test_optimisers_and_schedulers_run(small_data):
 def test_trunk_backward_equals_naive_gradnorm_and_total_gradient(small_data):
     """The one-pass scheme of Trainer._trunk_backward against per-component full backward passes."""
     from scd_core.gradnorm import gradient_norms
-    from scd_core.losses import pseudo_label_losses, supervised_losses
+    from scd_core.losses import supervised_losses
+    from scd_core.pseudo_labels import PseudoLabeler
 
     cfg, data = small_data
     cfg = load_config(None, [*SMALL, "model.dropout=0", "ssl.tau_emo=0.1", "ssl.tau_ah=0.5", "ssl.tau_pt=0.5"])
     trainer = Trainer(cfg, data)
     trainer.gradnorm["sup"].weights = {"emo": 0.5, "pt": 2.0, "ah": 0.5}  # unequal, to catch a mix-up
-    batch = data.train.index(torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))[:64])
-    losses, norms, _ = trainer.backward(batch)
+    rows = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))[:64]
+    batch = data.train.index(rows)
+    losses, norms = trainer.backward(batch, rows)
     fast = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
     model = trainer.model
     outputs = model(batch.features, batch.modality_mask)
     sup = supervised_losses(outputs, batch.labels, batch.label_mask)
-    ssl, _ = pseudo_label_losses(outputs, batch.label_mask, trainer.thresholds)
+    ssl = PseudoLabeler(cfg.ssl, trainer.tasks, data.train).losses(outputs, outputs, batch.label_mask, rows)
     flat = {**{f"sup_{t}": v for t, v in sup.items()}, **{f"ssl_{t}": v for t, v in ssl.items()}}
     assert set(flat) == set(norms) and len(flat) == 6
     naive_norms = gradient_norms(flat, model.shared_parameters())
@@ -141,3 +144,90 @@ def test_single_task_run_on_every_corpus_scores_only_its_task(demo_store):
     report = Trainer(cfg, data).fit().history[0]
     assert set(report.metrics) == {"fiv2_macc", "fiv2_mccc"} and np.isfinite(report.score)
     assert "ssl_pt" in report.losses  # pseudo-labels on the other corpora's rows
+
+
+def test_semi_supervised_options_train_and_resume_exactly(small_data, tmp_path):
+    """EMA teacher, soft pseudo-labels, FlexMatch, modality dropout and the A.8 rebalance together:
+    the run learns nothing NaN, logs its pseudo-label shares, and a resume is exact (the teacher
+    and the class memory travel in the checkpoint)."""
+    _, data = small_data
+    cfg = load_config(None, [*SMALL, "optim.epochs=3", "data.modality_dropout=0.3", "ssl.teacher=ema",
+                             "ssl.pseudo_labels=soft", "ssl.class_balance=flexmatch", "ssl.rebalance_epoch=2"])
+    full = Trainer(cfg, data, tmp_path / "full")
+    result = full.fit()
+    shares = result.history[-1].pseudo_labels
+    assert set(shares) >= {"emo_neutral", "ah_presence", "pt_openness_high"}
+    emo = [shares[f"emo_{c}"] for c in ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")]
+    assert sum(emo) == pytest.approx(1.0)
+    assert (tmp_path / "full" / "last" / "training.safetensors").exists()
+
+    first = Trainer(cfg, data, tmp_path / "split")
+    first.fit(epochs=1)
+    resumed = Trainer(cfg, data, tmp_path / "split")
+    resumed.fit(resume=True)
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    for name, value in full.teacher.model.state_dict().items():
+        assert torch.equal(value, resumed.teacher.model.state_dict()[name]), name
+    assert torch.equal(full.pseudo_labeler.memory["emo"], resumed.pseudo_labeler.memory["emo"])
+    assert full.history[-1].metrics == resumed.history[-1].metrics
+
+
+def test_alignment_option_trains(small_data):
+    _, data = small_data
+    cfg = load_config(None, [*SMALL, "optim.epochs=1", "ssl.class_balance=align", "ssl.tau_emo=0.3"])
+    report = Trainer(cfg, data).fit().history[0]
+    assert np.isfinite(report.score) and {"ssl_emo", "ssl_ah"} <= set(report.losses)
+
+
+def test_warmup_and_rebalance(small_data):
+    _, data = small_data
+    cfg = load_config(None, [*SMALL, "optim.epochs=2", "ssl.warmup_epochs=1", "ssl.rebalance_epoch=1",
+                             "ssl.tau_emo=0.2", "ssl.tau_pt=0.5"])
+    trainer = Trainer(cfg, data)
+    history = []
+    rebalanced = []
+    original = trainer.train_step
+
+    def spy(batch, rows, epoch, step):  # the ssl weights at the first step of epoch 1
+        if epoch == 1 and step == 0:
+            rebalanced.append(dict(trainer.gradnorm["ssl"].weights))
+        return original(batch, rows, epoch, step)
+
+    trainer.train_step = spy
+    trainer.fit(on_epoch=history.append)
+    assert not any(k.startswith("ssl_") for k in history[0].losses)  # warm-up: no pseudo-label loss
+    assert all(math.isnan(a) for a in history[0].acceptance.values())
+    assert {"ssl_emo", "ssl_pt", "ssl_ah"} <= set(history[1].losses)
+    assert rebalanced[0] == pytest.approx({t: 0.3 for t in ("emo", "pt", "ah")})
+
+
+def test_emo_target_switch_changes_the_supervised_loss(small_data):
+    _, data = small_data
+    rows = torch.arange(64)
+    batch = data.train.index(rows)
+    losses = {}
+    for target in ("distribution", "argmax"):
+        cfg = load_config(None, [*SMALL, f"ssl.emo_target={target}", "model.dropout=0"])
+        trainer = Trainer(cfg, data)
+        losses[target] = trainer.backward(batch, rows)[0]["sup_emo"].item()
+        model = trainer.model
+    outputs = model(batch.features, batch.modality_mask)["emo"]
+    labelled = batch.label_mask["emo"]
+    target = batch.labels["emo"][labelled].argmax(dim=1)
+    assert losses["argmax"] == pytest.approx(torch.nn.functional.cross_entropy(outputs[labelled], target).item(),
+                                             rel=1e-5)
+    soft = batch.labels["emo"][labelled]
+    soft = soft / soft.sum(dim=1, keepdim=True)
+    assert not torch.equal(soft, torch.nn.functional.one_hot(target, 7).float())  # the two targets differ here
+    expected = -(soft * torch.log_softmax(outputs[labelled], dim=1)).sum(dim=1).mean()
+    assert losses["distribution"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_modality_dropout_trains_only(small_data):
+    _, data = small_data
+    cfg = load_config(None, [*SMALL, "data.modality_dropout=0.5"])
+    trainer = Trainer(cfg, data)
+    before = evaluate(trainer.model, data.dev)
+    again = evaluate(trainer.model, data.dev)
+    assert before == again  # evaluation (eval mode) never drops modalities
