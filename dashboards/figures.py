@@ -9,6 +9,8 @@ Every function returns a :class:`matplotlib.figure.Figure` and keeps no global s
 * :func:`confusion_figure`: a row-normalised confusion matrix (paper Fig. 9).
 * :func:`correlation_figure`: correlations between the three tasks' predictions
   (paper Fig. 8).
+* :func:`pseudo_label_figure`: per epoch, the acceptance of each task's pseudo-labels and
+  the class shares of the accepted ones (a majority class taking them all shows here).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from scd_core.evaluation import TASK_METRICS
-from scd_core.tasks import TASK_NAMES
+from scd_core.tasks import AH_CLASSES, EMO_CLASSES, PT_TRAITS, TASK_NAMES
 
 TASK_COLORS = {"emo": "tab:red", "pt": "tab:blue", "ah": "tab:green"}
 BRANCH_STYLES = {"sup": "-", "ssl": "--"}
@@ -134,4 +136,45 @@ def correlation_figure(values: np.ndarray, names: Sequence[str], title: str) -> 
     return fig
 
 
-__all__ = ["confusion_figure", "correlation_figure", "gradnorm_figure", "learning_curves"]
+def pseudo_label_figure(history: Sequence[Mapping], title: str = "") -> Figure:
+    """Pseudo-label diagnostics per epoch: acceptance per task, then stacked class shares of the
+    accepted EMO and AH pseudo-labels and, per PT trait, the share pushed to the high side.
+
+    ``history``: as :func:`gradnorm_figure`, with ``acceptance`` (task -> rate) and
+    ``pseudo_labels`` (``<task>_<class>`` / ``pt_<trait>_high`` -> share).
+    """
+    fig = Figure(figsize=(12, 3.8), layout="constrained")
+    axes = fig.subplots(1, 4)
+    for task in TASK_NAMES:
+        x, y = _series(history, "acceptance", task)
+        if x:
+            axes[0].plot(x, y, color=TASK_COLORS[task], marker="o", ms=3, label=task.upper())
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_title("accepted share of candidates", fontsize=9)
+    for ax, task, classes in ((axes[1], "emo", EMO_CLASSES), (axes[2], "ah", AH_CLASSES)):
+        keys = [f"{task}_{c}" for c in classes]
+        epochs = [h for h in history if any(k in h.get("pseudo_labels", {}) for k in keys)]
+        if epochs:  # a class absent from an epoch's shares took none of its pseudo-labels
+            values = np.nan_to_num([[h["pseudo_labels"].get(k, 0.0) for h in epochs] for k in keys])
+            ax.stackplot([h["epoch"] for h in epochs], values, labels=classes,
+                         colors=[matplotlib.colormaps["tab10"](i) for i in range(len(classes))])
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{task.upper()} pseudo-label classes", fontsize=9)
+    for trait in PT_TRAITS:
+        x, y = _series(history, "pseudo_labels", f"pt_{trait}_high")
+        if x:
+            axes[3].plot(x, y, marker="o", ms=3, label=trait)
+    axes[3].set_ylim(0, 1.05)
+    axes[3].set_title("PT: share pushed to 1", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (axes[0], axes[3]):
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title or "Pseudo-labels")
+    return fig
+
+
+__all__ = ["confusion_figure", "correlation_figure", "gradnorm_figure", "learning_curves", "pseudo_label_figure"]

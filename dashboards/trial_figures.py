@@ -3,7 +3,8 @@
 ``trial_figures(model, dev, history)`` draws, from the training history and the best
 model's predictions on the dev splits:
 
-* ``gradnorm.png`` (Fig. 7) and ``learning_curves.png`` from the history;
+* ``gradnorm.png`` (Fig. 7), ``learning_curves.png`` and ``pseudo_labels.png`` (acceptance and
+  class shares of the pseudo-labels) from the history;
 * ``confusion_<corpus>.png`` (Fig. 9) for the single-label corpora (MELD's 7 emotions,
   BAH's absence/presence);
 * ``task_correlation.png`` (Fig. 8): correlations of the emotion probabilities, the five
@@ -20,7 +21,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from dashboards.figures import confusion_figure, correlation_figure, gradnorm_figure, learning_curves
+from dashboards.figures import (confusion_figure, correlation_figure, gradnorm_figure, learning_curves,
+                                pseudo_label_figure)
 from scd_core.checkpoint import load_model
 from scd_core.evaluation import metric_inputs, predict
 from scd_core.features import CorpusTensors
@@ -59,6 +61,7 @@ def trial_figures(model: nn.Module, dev: Mapping[str, CorpusTensors], history: S
     figures = {
         "gradnorm.png": gradnorm_figure(history, f"GradNorm task weights {title}".strip()),
         "learning_curves.png": learning_curves(history, f"Learning curves {title}".strip()),
+        "pseudo_labels.png": pseudo_label_figure(history, f"Pseudo-labels {title}".strip()),
     }
     columns = []
     for corpus, data in dev.items():

@@ -18,7 +18,7 @@ import pytest
 import torch
 from ray.tune import ExperimentAnalysis, ResultGrid
 
-from dashboards.figures import confusion_figure, gradnorm_figure
+from dashboards.figures import confusion_figure, gradnorm_figure, pseudo_label_figure
 from dashboards.report import main as report_main
 from dashboards.report import study_from_runs
 from dashboards.tables import Table
@@ -31,8 +31,8 @@ from tuning.sweep import log_missing_figures
 from tuning.tracking import Tracking
 
 ROOT = Path(__file__).resolve().parents[1]
-TRIAL_FIGURES = {"gradnorm.png", "learning_curves.png", "confusion_meld.png", "confusion_bah.png",
-                 "task_correlation.png"}
+TRIAL_FIGURES = {"gradnorm.png", "learning_curves.png", "pseudo_labels.png", "confusion_meld.png",
+                 "confusion_bah.png", "task_correlation.png"}
 
 
 def trials(tracking: Tracking, sweep: str):
@@ -52,6 +52,18 @@ def test_gradnorm_figure_draws_every_weight_and_metric():
     assert len(top.lines) == 6 and {line.get_label() for line in top.lines} >= {"PT (supervised)", "AH (semi-supervised)"}
     np.testing.assert_allclose(top.lines[1].get_ydata(), [1.0, 1.1, 1.2])  # sup_pt
     assert {line.get_label() for line in bottom.lines} == {"mosei_mmf1", "bah_uar", "meld_wf1 (zero-shot)"}
+
+
+def test_pseudo_label_figure_stacks_class_shares():
+    shares = {"emo_happiness": 0.7, "emo_neutral": 0.3, "ah_presence": 1.0, "pt_openness_high": 0.4}
+    epochs = [{"epoch": e, "acceptance": {"emo": 0.9, "ah": 0.5}, "pseudo_labels": shares} for e in range(3)]
+    fig = pseudo_label_figure(epochs)
+    acceptance, emo, ah, pt = fig.axes[:4]
+    assert {line.get_label() for line in acceptance.lines} == {"EMO", "AH"}
+    assert len(emo.collections) == 7 and len(ah.collections) == 2  # one band per class
+    top = emo.collections[-1].get_paths()[0].vertices[:, 1].max()
+    assert top == pytest.approx(1.0)  # the bands add up to every accepted pseudo-label
+    np.testing.assert_allclose(pt.lines[0].get_ydata(), [0.4] * 3)
 
 
 def test_confusion_figure_normalises_rows():

@@ -2,7 +2,7 @@
 
 Each epoch goes to Ray Tune (``dev_score`` and the metrics, for the searcher and ASHA,
 with the trial's checkpoint directory) and to the trial's MLflow child run (the eight dev
-metrics, score, losses, GradNorm weights, pseudo-label acceptance, learning rate). A
+metrics, score, losses, GradNorm weights, pseudo-label acceptance and class shares, learning rate). A
 retried or restored trial restarts from its last Ray checkpoint and continues the same
 MLflow run. The best epoch's checkpoint is also an artifact of the run (``checkpoint/``),
 which is what promotion registers. A trial that trains to its end also logs the figures of
@@ -54,6 +54,7 @@ def epoch_metrics(report: EpochReport) -> dict[str, float]:
         **{f"loss/{k}": v for k, v in report.losses.items()},
         **{f"weight/{k}": v for k, v in report.weights.items()},
         **{f"accept/{k}": v for k, v in report.acceptance.items()},
+        **{f"pl/{k}": v for k, v in report.pseudo_labels.items()},
         "lr": report.lr,
         "epoch_seconds": report.seconds,
     }
