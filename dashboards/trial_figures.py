@@ -73,7 +73,7 @@ def trial_figures(model: nn.Module, dev: Mapping[str, CorpusTensors], history: S
             _, target, pred = metric_inputs(corpus, outputs, data)
             matrix = confusion_matrix(target, pred, len(labels))
             figures[f"confusion_{corpus}.png"] = confusion_figure(matrix, labels, f"{corpus.upper()} dev {title}".strip())
-    if columns:
+    if columns and len(names) > 1:  # a correlation needs two columns (an AH-only model has one)
         stacked = np.concatenate(columns)
         figures["task_correlation.png"] = correlation_figure(
             stacked, names, f"Correlation of predicted tasks, {len(stacked)} dev rows {title}".strip())

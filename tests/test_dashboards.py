@@ -81,6 +81,19 @@ def test_table_renders_the_same_numbers_everywhere(tmp_path):
     assert "<td>-</td>" in paths[2].read_text()
 
 
+def test_trial_figures_of_a_single_task_model(demo_store):
+    """An AH-only model predicts one column: no correlation figure, the others drawn."""
+    from scd_core.config import load_config
+    from scd_core.model import MCDM
+
+    cfg = load_config(None, ["data.tasks=[ah]", "data.train_corpora=[bah]", "data.zero_shot_corpora=[]",
+                             "model.hidden_dim=16", "model.out_features=16", "model.num_heads=2"])
+    data = load_training_data(cfg, demo_store, torch.device("cpu"))
+    model = MCDM.from_config(cfg.model, data.modality_dims, ["ah"])
+    figures = trial_figures(model, data.dev, history())
+    assert set(figures) == {"gradnorm.png", "learning_curves.png", "pseudo_labels.png", "confusion_bah.png"}
+
+
 def test_trial_figures_of_a_model(demo_store, quick_sweep):
     settings, result = quick_sweep
     tracking = Tracking.resolve(settings.tracking_uri)

@@ -1,17 +1,19 @@
-"""benchmarks/real_text.py end to end on a tiny subset of the published tables (--quick)."""
+"""benchmarks/real_text.py end to end on a tiny subset of the published tables (--quick), and its
+seed-and-row bootstrap against a naive loop."""
 
 import importlib.util
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_TEXT = SHARED_DATA / "real_text"
-pytestmark = pytest.mark.skipif(not REAL_TEXT.exists(), reason=f"{REAL_TEXT} is absent")
 
 
 def load_benchmark():
@@ -21,7 +23,32 @@ def load_benchmark():
     return module
 
 
-def test_quick_run_reports_every_setting_and_metric_with_intervals(tmp_path):
+def test_seed_row_bootstrap_matches_a_naive_loop():
+    bench = load_benchmark()
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 2, 40)
+    seeds_a = [rng.integers(0, 2, 40) for _ in range(3)]
+    seeds_b = [np.where(rng.random(40) < 0.8, target, 1 - target) for _ in range(3)]
+
+    def accuracy(t, p):
+        return (np.asarray(t) == np.asarray(p)).mean(axis=-1)
+
+    got = bench.seed_row_bootstrap(accuracy, target, seeds_b, seeds_a, n_resamples=200, seed=7)
+    naive_rng = np.random.default_rng(7)
+    rows = naive_rng.integers(0, 40, size=(200, 40))
+    picks = [naive_rng.integers(0, 3, size=(200, 3)) for _ in ("b", "a")]  # drawn in the function's order
+    diffs = [np.mean([accuracy(target[r], seeds_b[s][r]) for s in picks[0][i]]) -
+             np.mean([accuracy(target[r], seeds_a[s][r]) for s in picks[1][i]]) for i, r in enumerate(rows)]
+    assert got["low"] == pytest.approx(np.quantile(diffs, 0.025))
+    assert got["high"] == pytest.approx(np.quantile(diffs, 0.975))
+    assert got["value"] == pytest.approx(np.mean([accuracy(target, p) for p in seeds_b]) -
+                                         np.mean([accuracy(target, p) for p in seeds_a]))
+    assert got["sd"] == pytest.approx(np.std([accuracy(target, p) for p in seeds_b], ddof=1))
+    assert got["low"] > 0  # b is right 80% of the time, a by chance
+
+
+@pytest.mark.skipif(not REAL_TEXT.exists(), reason=f"{REAL_TEXT} is absent")
+def test_quick_run_searches_trains_over_seeds_and_reports_every_setting(tmp_path):
     bench = load_benchmark()
     out = tmp_path / "results"
     report = bench.main(["--data", str(REAL_TEXT), "--out", str(out), "--work", str(tmp_path / "work"), "--quick"])
@@ -34,18 +61,28 @@ def test_quick_run_reports_every_setting_and_metric_with_intervals(tmp_path):
         for column in columns:
             cell = saved["table"][row][column]
             assert all(math.isfinite(cell[k]) for k in ("value", "low", "high")), (row, column, cell)
-            assert cell["low"] - 1e-9 <= cell["value"] <= cell["high"] + 1e-9, (row, column, cell)
+            assert cell["low"] - 1e-9 <= cell["value"] <= cell["high"] + 1e-9 or row != bench.BASELINE
     assert saved["table"] == json.loads(json.dumps(report["table"], default=float))
-    # seven trainings: three single-task supervised, three single-task SSL, one multitask
-    assert sorted(saved["runs"]) == sorted(["a-emo", "a-pt", "a-ah", "b-emo", "b-pt", "b-ah", "c-multitask"])
-    assert saved["runs"]["b-pt"]["train_corpora"] == ["mosei", "fiv2", "bah"] and saved["runs"]["b-pt"]["tasks"] == ["pt"]
+    assert saved["table"][bench.SETTINGS["c*"]]["meld_mf1"]["seeds"] == 2
+    assert set(saved["differences"]) == {f"{a} - {b}" for a, b in bench.DIFFERENCES}
+
+    # The project's sweeps ran: one multitask, one per single task, each selecting a config.
+    assert set(saved["search"]) == {"c*", "a*-emo", "a*-pt", "a*-ah"}
+    for sweep in saved["search"].values():
+        assert sweep["trials"] == 2 and sweep["trial_epochs"] >= sweep["finished"] >= 1
+    selected = yaml.safe_load((out / "real_text_quick_selected.yaml").read_text())
+    assert selected["a*-pt"]["config"]["data"]["tasks"] == ["pt"]
+    assert selected["c*"]["config"]["data"]["tasks"] == ["emo", "pt", "ah"]
+    # Two seeds of four settings: 3 + 1 + 3 + 1 runs each.
+    assert len(saved["runs"]) == 16 and {i["seed"] for i in saved["runs"].values()} == {0, 1}
+    assert saved["runs"]["c*-multitask-s1"]["tasks"] == ["emo", "pt", "ah"]
     assert saved["command"].startswith("python benchmarks/real_text.py --data ")
 
     md = (out / "real_text_quick.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Setting |"))
     assert [h.strip() for h in header.strip("|").split("|")][1:] == [h for _, _, h in bench.COLUMNS]
-    table_lines = [line for line in md.splitlines() if line.startswith("| ") and "[" in line]
-    for row in rows:
-        line = next(line for line in table_lines if line.startswith(f"| {row} |"))
-        assert line.count("[") == len(columns)  # every cell has its interval
-    assert saved["command"] in md and "Wall time" in md
+    for row in bench.SETTINGS.values():
+        line = next(line for line in md.splitlines() if line.startswith(f"| {row} |"))
+        assert line.count("[") == len(columns) and line.count("±") == len(columns)
+    assert "## Verdict" in md and "## What was searched" in md and "trial-epochs" in md
+
