@@ -1,7 +1,7 @@
 """The Ray Tune trial: one MCDM configuration trained by ``scd_core.trainer``.
 
 Each epoch goes to Ray Tune (``dev_score`` and the metrics, for the searcher and ASHA,
-with the trial's checkpoint directory) and to the trial's MLflow child run (the eight dev
+with the trial's checkpoint directory) and to the trial's MLflow child run (the dev
 metrics, score, losses, GradNorm weights, pseudo-label acceptance, learning rate). A
 retried or restored trial restarts from its last Ray checkpoint and continues the same
 MLflow run. The best epoch's checkpoint is also an artifact of the run (``checkpoint/``),
