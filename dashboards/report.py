@@ -107,8 +107,9 @@ def comparison_table(tracking: Tracking, board: Table, features: str | Path, top
     """Paper Table 2 layout: the best ``top_k`` trials on the test splits, with 95% intervals.
 
     Each trial's best checkpoint (the ``checkpoint`` artifact of its run) is evaluated on the
-    test split of every corpus it predicts (MELD zero-shot included); the trivial baselines
-    are fitted on the training splits of the same store.
+    test split of every corpus it predicts (MELD zero-shot included), from the feature store
+    it trained on (its config's ``data.features``, else ``features``); the trivial baselines
+    are fitted on the training splits of ``features`` (the sweep's store).
     """
     client = tracking.client()
     ranked = sorted((r for r in board.rows if r.get("mean_rank") is not None), key=lambda r: r["mean_rank"])
@@ -118,7 +119,8 @@ def comparison_table(tracking: Tracking, board: Table, features: str | Path, top
             path = client.download_artifacts(entry["run_id"], "checkpoint", tmp)
             model, spec = load_model(path)
             modalities = spec.config.data.modalities
-            splits = load_eval_splits(spec.config, features, "test", torch.device("cpu"))
+            store = spec.config.data.features or features
+            splits = load_eval_splits(spec.config, store, "test", torch.device("cpu"))
             cells = {f"{r['corpus']}_{r['metric']}": _interval_cell(r)
                      for r in interval_report(model, splits, n_resamples, seed)}
             rows.append({"model": entry.get("label", entry["trial"]), "mean_rank (dev)": entry["mean_rank"], **cells})
