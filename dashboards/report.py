@@ -132,7 +132,8 @@ def comparison_table(tracking: Tracking, board: Table, features: str | Path, top
     present = [m for m in REPORTED_METRICS if any(m in r for r in rows)]
     return Table("Test-set comparison with bootstrap 95% intervals (paper Table 2 layout)",
                  ["model", "mean_rank (dev)", *present], rows,
-                 [f"Test splits of {features}; percentile bootstrap over rows, {n_resamples} resamples, seed {seed}."])
+                 [f"Test splits of each trial's own feature store (baselines: {features}); percentile bootstrap "
+                  f"over rows, {n_resamples} resamples, seed {seed}."])
 
 
 def study_from_runs(runs: list[Run], space: SearchSpace) -> optuna.Study:
