@@ -70,7 +70,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from scd_core.baselines import trivial_baselines  # noqa: E402
 from scd_core.checkpoint import load_model, load_spec  # noqa: E402
 from scd_core.config import ExperimentConfig, build_config, load_config, with_overrides  # noqa: E402
-from scd_core.evaluation import metric_inputs, predict  # noqa: E402
+from scd_core.evaluation import metric_inputs, predict, selection_metrics  # noqa: E402
 from scd_core.features import Manifest, load_split  # noqa: E402
 from scd_core.tasks import CORPORA, EMO_CLASSES  # noqa: E402
 from scd_core.trainer import Trainer, load_eval_splits, load_training_data  # noqa: E402
@@ -81,10 +81,12 @@ TRAIN_CORPORA = ["mosei", "fiv2", "bah"]
 MODALITIES = ["text", "behavior"]
 # Table columns: (corpus, metric, header).
 COLUMNS = [("mosei", "mmf1", "MOSEI mMF1"), ("mosei", "mwacc", "MOSEI mWACC"),
-           ("fiv2", "macc", "FIv2 mACC"), ("fiv2", "mccc", "FIv2 mCCC"),
+           ("mosei", "mf1_present", "MOSEI mF1 present"),
+           ("fiv2", "macc", "FIv2 mACC"), ("fiv2", "mccc", "FIv2 mCCC"), ("fiv2", "mccc_pooled", "FIv2 mCCC pooled"),
            ("bah", "mf1", "BAH MF1"), ("bah", "uar", "BAH UAR"),
            ("meld", "mf1", "MELD MF1"), ("meld", "wf1", "MELD WF1"), ("meld", "uar", "MELD UAR")]
-IN_DOMAIN = [(c, m, h) for c, m, h in COLUMNS if c != "meld"]
+# The aim is judged on the selection metrics (the paper's in-domain ones), not on those reported beside them.
+IN_DOMAIN = [(c, m, h) for c, m, h in COLUMNS if f"{c}_{m}" in selection_metrics()]
 # One model for the fixed settings (a) and (c), and the width the sweeps search at (the paper's
 # MCDM-2 is 512-wide; ~2.7k training rows of 2 x 768 features on a 2-core CPU call for less).
 MODEL = {"model.hidden_dim": 128, "model.out_features": 128, "model.num_heads": 8, "model.dropout": 0.15,
@@ -404,7 +406,9 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> tuple[Path, Pa
         f"interval of that mean from a bootstrap over test rows and seeds ({r['bootstrap']['n_resamples']} "
         f"resamples, seed {r['bootstrap']['seed']}). MOSEI, FIv2, BAH: held-out test splits; MELD: its dev table, "
         "zero-shot (never trained on nor used for selection). Rows (a) and (a*) combine three single-task models "
-        "(EMO, PT, AH); MELD is scored by the EMO model. Higher is better everywhere.",
+        "(EMO, PT, AH); MELD is scored by the EMO model. Higher is better everywhere. MOSEI mMF1 is the paper's "
+        "(per emotion the macro F1 over present and absent), mF1 present the F1 of 'present' alone; FIv2 mCCC "
+        "averages per-trait CCC (the selection metric), mCCC pooled pools the five traits as the authors' code does.",
         "",
         table(r["table"]),
         "",

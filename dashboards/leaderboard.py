@@ -2,8 +2,9 @@
 
     python -m dashboards.leaderboard [--sweep NAME] [--by mean_rank|dev_score|METRIC] [--html PATH]
 
-Trials are scored by their best dev epoch; ``mean_rank`` is the paper's rank over the
-eight dev metrics (1 = best). The same table is stored with the sweep's parent run.
+Trials are scored by their best dev epoch; ``mean_rank`` is the paper's rank (1 = best) over
+the in-domain dev metrics of the trained tasks (MELD is shown, never ranked). The same table
+is stored with the sweep's parent run.
 """
 
 from __future__ import annotations

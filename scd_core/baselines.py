@@ -17,8 +17,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from scd_core import metrics as M
+from scd_core.evaluation import CORPUS_METRICS
 from scd_core.features import Manifest, load_split
-from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS
+from scd_core.tasks import CORPORA, EMO_CLASSES
 
 
 def trivial_baselines(store: str | Path, modalities: Sequence[str], splits: Mapping[str, str],
@@ -40,8 +41,8 @@ def trivial_baselines(store: str | Path, modalities: Sequence[str], splits: Mapp
     out: dict[str, dict[str, Any]] = {}
     what: dict[str, Any] = {}
 
-    def score(corpus: str, fns: dict, target: np.ndarray, pred: np.ndarray) -> None:
-        for name, fn in fns.items():
+    def score(corpus: str, target: np.ndarray, pred: np.ndarray) -> None:
+        for name, fn in CORPUS_METRICS[corpus].items():
             ci = M.bootstrap_ci(fn, target, pred, n_resamples=n_resamples, seed=seed)
             out[f"{corpus}_{name}"] = {"corpus": corpus, "metric": name, "value": ci.value, "low": ci.low,
                                        "high": ci.high, "n": len(target)}
@@ -56,7 +57,7 @@ def trivial_baselines(store: str | Path, modalities: Sequence[str], splits: Mapp
         patterns, counts = np.unique(M.mosei_targets(train), axis=0, return_counts=True)
         pattern = patterns[np.argmax(counts)]
         target = M.mosei_targets(test)
-        score("mosei", {"mmf1": M.mmf1, "mwacc": M.mwacc}, target, np.broadcast_to(pattern, target.shape).copy())
+        score("mosei", target, np.broadcast_to(pattern, target.shape).copy())
         names = [e for e, on in zip(EMO_CLASSES[1:], pattern) if on] or ["none (all absent)"]
         what["mosei_train_neutral_argmax"] = float(np.mean(train.argmax(axis=1) == 0))
         what["mosei"] = (f"most frequent training presence pattern: {' + '.join(names)} "
@@ -64,19 +65,16 @@ def trivial_baselines(store: str | Path, modalities: Sequence[str], splits: Mapp
     train, test = pair("fiv2")
     if train is not None and test is not None:
         mean = train.mean(axis=0)
-        score("fiv2", {"macc": M.macc, "mccc": M.mccc}, test, np.broadcast_to(mean, test.shape).copy())
+        score("fiv2", test, np.broadcast_to(mean, test.shape).copy())
         what["fiv2"] = "training mean per trait: " + ", ".join(f"{v:.3f}" for v in mean)
     train, test = pair("bah")
     if train is not None and test is not None:
         majority = int(np.bincount(train, minlength=2).argmax())
-        score("bah", {"mf1": lambda t, p: M.mf1(t, p, 2), "uar": lambda t, p: M.uar(t, p, 2)},
-              test, np.full(len(test), majority))
+        score("bah", test, np.full(len(test), majority))
         what["bah"] = f"training majority class: {('absence', 'presence')[majority]}"
     meld = labelled("meld", splits["meld"]) if "meld" in splits else None
     if meld is not None:
-        k = TASKS["emo"].num_outputs
-        fns = {n: (lambda f: lambda t, p: f(t, p, k))(f) for n, f in (("mf1", M.mf1), ("wf1", M.wf1), ("uar", M.uar))}
-        score("meld", fns, meld.argmax(axis=1), np.zeros(len(meld), dtype=np.int64))
+        score("meld", meld.argmax(axis=1), np.zeros(len(meld), dtype=np.int64))
         what["meld"] = "always neutral"
     return out, what
 

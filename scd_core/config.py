@@ -89,6 +89,9 @@ class ModelConfig(_Section):
     attention: str = "mha"
     task_projectors: bool = True
     guide_banks: bool = True
+    graph_self_loops: bool | None = Field(
+        None, description="self-loops in the graph layers' adjacency; None = the layer's default "
+                          "(unitary: without, as the authors' code); only for layers with a self_loops switch")
 
     @field_validator("graph")
     @classmethod
@@ -107,6 +110,17 @@ class ModelConfig(_Section):
         if v not in ATTENTION_LAYERS:
             raise ValueError(f"unknown attention layer {v!r}; choose one of {ATTENTION_LAYERS.names()}")
         return v
+
+    @model_validator(mode="after")
+    def _self_loop_switch(self) -> "ModelConfig":
+        import inspect
+
+        from scd_core.model import GRAPH_LAYERS
+
+        layer = GRAPH_LAYERS.get(self.graph)
+        if self.graph_self_loops is not None and "self_loops" not in inspect.signature(layer).parameters:
+            raise ValueError(f"graph_self_loops: graph layer {self.graph!r} has no self-loop switch; leave it null")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "ModelConfig":

@@ -4,8 +4,9 @@ Pure NumPy (+ SciPy for ranks and the chi-square tail); no hidden state, no torc
 See DESIGN.md "Tasks and labels" for which metric belongs to which corpus:
 
 * MOSEI (multi-label emotions): :func:`mosei_decode`, :func:`mosei_targets`,
-  :func:`mwacc`, :func:`mmf1`.
-* FIv2 (personality traits): :func:`macc`, :func:`mccc`.
+  :func:`mwacc`, :func:`mmf1` (the paper's), :func:`mf1_present` (reported beside it).
+* FIv2 (personality traits): :func:`macc`, :func:`mccc` (per trait, selection),
+  :func:`mccc_pooled` (the authors' code, reported beside it).
 * MELD / BAH (single-label classes): :func:`mf1`, :func:`wf1`, :func:`uar`.
 
 Shapes and batching
@@ -39,8 +40,10 @@ __all__ = [
     "friedman",
     "macc",
     "mccc",
+    "mccc_pooled",
     "mean_rank",
     "mf1",
+    "mf1_present",
     "mmf1",
     "mosei_decode",
     "mosei_targets",
@@ -182,21 +185,57 @@ def mwacc(target: ArrayLike, pred: ArrayLike) -> Score:
     return _finish(wa.mean(axis=-1))
 
 
+def _class_f1(hits: NDArray, in_target: NDArray, in_pred: NDArray) -> NDArray[np.float64]:
+    """Per-column F1 of one class, ``2 hits / (in_target + in_pred)``; NaN where the class
+    occurs in neither target nor prediction (0/0)."""
+    return _safe_div(2 * hits, in_target + in_pred, np.nan)
+
+
 def mmf1(target: ArrayLike, pred: ArrayLike) -> Score:
-    """Mean binary F1 of presence over emotions (MOSEI mMF1).
+    """Mean over emotions of the macro F1 over each emotion's two classes (MOSEI mMF1).
+
+    The authors' definition (their ``measures.py``: per emotion
+    ``classification_report(target[:, k], pred[:, k])['macro avg']``), on the paper's scale.
+    ``target``, ``pred``: presence ``[..., N, K]``. Per column, with P / N the present /
+    absent counts of the target and P' / N' those of the prediction::
+
+        F1(present) = 2 TP / (P + P')        F1(absent) = 2 TN / (N + N')
+        F1_k  = mean of F1(present), F1(absent) over the classes that occur
+                (in the target or the prediction)
+        mMF1 = mean_k F1_k
+
+    Degenerate case: a class that occurs in neither target nor prediction (e.g. an
+    emotion absent from both) is left out of its column's mean, as ``classification_report``
+    and ``sklearn.metrics.f1_score(target[:, k], pred[:, k], average="macro")`` (labels =
+    classes seen) leave it out: an emotion absent from both scores F1(absent) = 1. A class
+    seen only in the prediction has F1 = 0.
+    """
+    t, p = _pair(target, pred, 2, _as_bool)
+    tp, tn, pos, neg = _binary_counts(t, p)
+    pred_pos = np.count_nonzero(p, axis=-2)
+    pred_neg = p.shape[-2] - pred_pos
+    f1 = np.stack([_class_f1(tp, pos, pred_pos), _class_f1(tn, neg, pred_neg)])
+    seen = np.isfinite(f1).sum(axis=0)  # 0 only when N == 0 -> NaN
+    per_emotion = _safe_div(np.nan_to_num(f1).sum(axis=0), seen, np.nan)
+    return _finish(per_emotion.mean(axis=-1))
+
+
+def mf1_present(target: ArrayLike, pred: ArrayLike) -> Score:
+    """Mean over emotions of the F1 of "present" alone (reported as ``mosei_mf1_present``).
 
     ``target``, ``pred``: presence ``[..., N, K]``. Per column::
 
         F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (P_target + P_pred),   0 if that is 0/0
-        mMF1 = mean_k F1_k
+        mean_k F1_k
 
-    The 0/0 case (emotion absent from target and prediction) scores 0, as
-    ``sklearn.metrics.f1_score(target[:, k], pred[:, k], zero_division=0)`` does.
+    Not the paper's mMF1 (:func:`mmf1`): it ignores the absent class, so on rare emotions it
+    sits far below mWACC, where the paper's mMF1 sits beside it. The 0/0 case (emotion absent from target and
+    prediction) scores 0, as ``sklearn.metrics.f1_score(target[:, k], pred[:, k],
+    zero_division=0)`` does.
     """
     t, p = _pair(target, pred, 2, _as_bool)
     tp = np.count_nonzero(t & p, axis=-2)
-    den = np.count_nonzero(t, axis=-2) + np.count_nonzero(p, axis=-2)
-    f1 = _safe_div(2 * tp, den, 0.0)
+    f1 = np.nan_to_num(_class_f1(tp, np.count_nonzero(t, axis=-2), np.count_nonzero(p, axis=-2)))
     if t.shape[-2] == 0:
         f1 = np.full_like(f1, np.nan)
     return _finish(f1.mean(axis=-1))
@@ -219,22 +258,8 @@ def macc(target: ArrayLike, pred: ArrayLike) -> Score:
     return _finish((1.0 - mae).mean(axis=-1))
 
 
-def mccc(target: ArrayLike, pred: ArrayLike) -> Score:
-    """Mean of per-trait Lin's concordance correlation coefficient (mCCC).
-
-    ``target`` (x), ``pred`` (y): ``[..., N, K]``. Per trait, with population (1/N)
-    moments::
-
-        CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2)
-        mCCC = mean_k CCC_k
-
-    A constant prediction has cov = 0 and so CCC = 0 whenever the denominator is
-    positive. The 0/0 case (target and prediction constant and equal) is defined as 0:
-    a constant predictor carries no concordance information, whatever it hits.
-    """
-    x, y = _pair(target, pred, 2, _as_float)
-    if x.shape[-2] == 0:
-        return _finish(np.full(x.shape[:-2], np.nan))
+def _ccc(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per-column CCC over the sample axis (-2), ``[..., N, K] -> [..., K]`` (see :func:`mccc`)."""
     mx = x.mean(axis=-2, keepdims=True)
     my = y.mean(axis=-2, keepdims=True)
     dx, dy = x - mx, y - my
@@ -242,7 +267,44 @@ def mccc(target: ArrayLike, pred: ArrayLike) -> Score:
     var_x = (dx * dx).mean(axis=-2)
     var_y = (dy * dy).mean(axis=-2)
     den = var_x + var_y + (mx - my)[..., 0, :] ** 2
-    return _finish(_safe_div(2.0 * cov, den, 0.0).mean(axis=-1))
+    return _safe_div(2.0 * cov, den, 0.0)
+
+
+def mccc(target: ArrayLike, pred: ArrayLike) -> Score:
+    """Mean of per-trait Lin's concordance correlation coefficient (mCCC, ``fiv2_mccc``).
+
+    ``target`` (x), ``pred`` (y): ``[..., N, K]``. Per trait, with population (1/N)
+    moments::
+
+        CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2)
+        mCCC = mean_k CCC_k
+
+    This is the paper's text and the platform's selection metric; the authors' code pools
+    the traits instead (:func:`mccc_pooled`). A constant prediction has cov = 0 and so
+    CCC = 0 whenever the denominator is positive. The 0/0 case (target and prediction
+    constant and equal) is defined as 0: a constant predictor carries no concordance
+    information, whatever it hits.
+    """
+    x, y = _pair(target, pred, 2, _as_float)
+    if x.shape[-2] == 0:
+        return _finish(np.full(x.shape[:-2], np.nan))
+    return _finish(_ccc(x, y).mean(axis=-1))
+
+
+def mccc_pooled(target: ArrayLike, pred: ArrayLike) -> Score:
+    """One CCC over all traits pooled, as the authors' code computes it (``fiv2_mccc_pooled``).
+
+    ``target``, ``pred``: ``[..., N, K]``, flattened to ``[..., N * K]`` values; then the
+    CCC of :func:`mccc` over those values (same moments, same 0/0 rule). The authors' code
+    produced the paper's tables, so this is the FIv2 mCCC to set beside them; it differs
+    from :func:`mccc` when the traits' means or spreads differ (between-trait variation
+    counts as concordance here).
+    """
+    x, y = _pair(target, pred, 2, _as_float)
+    if x.shape[-2] == 0:
+        return _finish(np.full(x.shape[:-2], np.nan))
+    flat = x.shape[:-2] + (-1, 1)
+    return _finish(_ccc(x.reshape(flat), y.reshape(flat))[..., 0])
 
 
 # ---------------------------------------------------------------------------

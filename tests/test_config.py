@@ -61,3 +61,11 @@ def test_bad_override_syntax_and_bad_file(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_graph_self_loops_is_a_config_switch_of_layers_that_have_one():
+    assert load_config(None, []).model.graph_self_loops is None  # the layer's own default
+    assert load_config(None, ["model.graph_self_loops=true"]).model.graph_self_loops is True
+    assert load_config(None, ["model.graph=gat", "model.graph_self_loops=null"]).model.graph_self_loops is None
+    with pytest.raises(ConfigError, match="model: .*graph_self_loops: graph layer 'gat' has no self-loop switch"):
+        load_config(None, ["model.graph=gat", "model.graph_self_loops=false"])

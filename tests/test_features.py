@@ -203,3 +203,39 @@ def test_cli_exit_codes(store):
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "column ah: row 1 (sample_id 'b1'): label out of range [0, 1]" in bad.stderr
+
+
+EMO = [f"emo_{c}" for c in ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")]
+
+
+@pytest.mark.parametrize("neutral", ["zero", "absent"])
+def test_writer_gives_rows_without_emotion_neutral(tmp_path, neutral):
+    """Raw MOSEI intensities: neutral 0 (or no neutral column) where no emotion is present."""
+    intensities = np.array([[0, 0, 0, 0, 0, 0],       # no emotion: neutral must become 1
+                            [0, 1.5, 0, 0, 0.25, 0],  # emotions present: neutral 0
+                            [0, 0, 0, 0, 0, 0]])
+    labels = {c: intensities[:, i] for i, c in enumerate(EMO[1:])}
+    if neutral == "zero":
+        labels["emo_neutral"] = np.zeros(3)
+    writer = FeatureStoreWriter(tmp_path, {"text": ModalityInfo(encoder="x", dim=2)})
+    writer.write_split("mosei", "train", ["a", "b", "c"], {"text": np.zeros((3, 2))}, labels)
+    writer.write_split("fiv2", "train", ["f"], {"text": np.zeros((1, 2))},
+                       {f"pt_{t}": np.full(1, 0.5) for t in ("openness", "conscientiousness", "extraversion",
+                                                              "agreeableness", "non_neuroticism")})
+    assert validate_store(tmp_path)[1] == []
+    stored = read_split(tmp_path, "mosei", "train").labels
+    np.testing.assert_array_equal(stored["emo_neutral"], [1, 0, 1])
+    np.testing.assert_array_equal(np.column_stack([stored[c] for c in EMO[1:]]), intensities)
+    assert np.isnan(read_split(tmp_path, "fiv2", "train").labels["emo_neutral"]).all()  # no EMO label: none made
+
+
+def test_emo_rows_without_mass_are_rejected_naming_row_and_sample(store):
+    def change(table):  # row 0 was neutral; a store written before the writer set it
+        values = table.column("emo_neutral").to_pylist()
+        values[0] = 0.0
+        return replace_column(table, "emo_neutral", pa.array(values, pa.float32()))
+
+    path = rewrite(store, "mosei", "train", change)
+    msg = _problems(store)
+    assert f"{path}: column {','.join(EMO)}: row 0 (sample_id 'm0'): EMO label with no mass" in msg
+    assert "row 1" not in msg

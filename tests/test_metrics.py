@@ -17,8 +17,10 @@ from scd_core.metrics import (
     friedman,
     macc,
     mccc,
+    mccc_pooled,
     mean_rank,
     mf1,
+    mf1_present,
     mmf1,
     mosei_decode,
     mosei_targets,
@@ -42,6 +44,15 @@ def ref_mwacc(t: np.ndarray, p: np.ndarray) -> float:
 
 
 def ref_mmf1(t: np.ndarray, p: np.ndarray) -> float:
+    # The authors' measures.py: per emotion, classification_report's macro average.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined precision / recall of a class are among the cases
+        scores = [skm.classification_report(t[:, k], p[:, k], output_dict=True)["macro avg"]["f1-score"]
+                  for k in range(t.shape[1])]
+    return float(np.mean(scores))
+
+
+def ref_mf1_present(t: np.ndarray, p: np.ndarray) -> float:
     scores = [skm.f1_score(t[:, k], p[:, k], zero_division=0) for k in range(t.shape[1])]
     return float(np.mean(scores))
 
@@ -61,6 +72,10 @@ def ref_mccc(t: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean([ref_ccc(t[:, k], p[:, k]) for k in range(t.shape[1])]))
 
 
+def ref_mccc_pooled(t: np.ndarray, p: np.ndarray) -> float:
+    return float(ref_ccc(t.ravel(), p.ravel()))
+
+
 def ref_mf1(t: np.ndarray, p: np.ndarray, c: int) -> float:
     return skm.f1_score(t, p, labels=range(c), average="macro", zero_division=0)
 
@@ -77,9 +92,11 @@ Pair = tuple[np.ndarray, np.ndarray]
 
 
 def random_presence(rng: np.random.Generator, shape: tuple[int, ...]) -> Pair:
-    # Sparse emotions, so one-class columns occur in small samples too.
+    # Sparse emotions, so one-class columns occur in small samples too. The last emotion
+    # never occurs in the target; the prediction finds it now and then.
     rates = rng.uniform(0.05, 0.5, size=shape[-1])
     t = rng.random(shape) < rates
+    t[..., -1] = False
     p = np.where(rng.random(shape) < 0.7, t, rng.random(shape) < rates)
     return t, p
 
@@ -97,8 +114,8 @@ def random_classes(rng: np.random.Generator, shape: tuple[int, ...], c: int) -> 
 
 # --- agreement with sklearn/scipy on random data ------------------------------------------
 
-MULTILABEL = [(mwacc, ref_mwacc), (mmf1, ref_mmf1)]
-TRAITS = [(macc, ref_macc), (mccc, ref_mccc)]
+MULTILABEL = [(mwacc, ref_mwacc), (mmf1, ref_mmf1), (mf1_present, ref_mf1_present)]
+TRAITS = [(macc, ref_macc), (mccc, ref_mccc), (mccc_pooled, ref_mccc_pooled)]
 CLASSES = [(mf1, ref_mf1), (wf1, ref_wf1), (uar, ref_uar)]
 
 
@@ -184,8 +201,9 @@ def test_mwacc_and_mmf1_by_hand():
     p = np.array([1, 0, 0, 0, 1], dtype=bool)[:, None]
     # TP=1, P=2, TN=2, N=3: WA = (1 * 3/2 + 2) / (2 * 3)
     assert mwacc(t, p) == pytest.approx((1 * 3 / 2 + 2) / 6)
-    # F1 = 2 TP / (2 TP + FP + FN) = 2 / (2 + 1 + 1)
-    assert mmf1(t, p) == pytest.approx(0.5)
+    # present: F1 = 2 TP / (2 TP + FP + FN) = 2 / (2 + 1 + 1); absent: 2 TN / (2 TN + FN + FP) = 4 / 6
+    assert mf1_present(t, p) == pytest.approx(0.5)
+    assert mmf1(t, p) == pytest.approx((0.5 + 4 / 6) / 2)
     # 0/1 integers are accepted as presence flags
     assert mwacc(t.astype(int), p.astype(int)) == mwacc(t, p)
 
@@ -197,6 +215,14 @@ def test_macc_and_mccc_by_hand():
     assert mccc(x, x + 1) == pytest.approx(4 / 7)
     assert mccc(x, x) == pytest.approx(1.0)
     assert mccc(x, 4 - x) == pytest.approx(-1.0)
+    # Pooled over two traits: x = 1,2,3,11,12,13 against itself is 1 either way; against
+    # each trait's own mean, per-trait CCC is 0 while pooling sees the between-trait spread.
+    two = np.hstack([x, x + 10])
+    assert mccc_pooled(two, two) == pytest.approx(1.0)
+    means = np.broadcast_to(two.mean(axis=0), two.shape)
+    assert mccc(two, means) == pytest.approx(0.0, abs=1e-12)
+    # pooled: var(x) = 25 + 2/3, var(y) = 25, cov = 25, equal means -> 50 / (50 + 2/3)
+    assert mccc_pooled(two, means) == pytest.approx(50 / (50 + 2 / 3))
 
 
 def test_class_metrics_by_hand():
@@ -224,8 +250,12 @@ def test_mosei_emotion_never_present_uses_available_recall():
     p = np.array([[1], [0], [0], [0]], dtype=bool)
     assert mwacc(t, p) == pytest.approx(3 / 4)  # TN / N only
     assert mwacc(t, p) == pytest.approx(ref_mwacc(t, p))
-    assert mmf1(t, p) == 0.0
-    assert mmf1(t, t) == 0.0  # 0/0 -> 0, like zero_division=0
+    assert mf1_present(t, p) == 0.0
+    assert mf1_present(t, t) == 0.0  # 0/0 -> 0, like zero_division=0
+    # paper scale: "present" seen only in the prediction scores 0, beside F1(absent) = 6/7
+    assert mmf1(t, p) == pytest.approx((0 + 6 / 7) / 2)
+    assert mmf1(t, t) == 1.0  # "present" seen nowhere: only F1(absent) = 1 counts
+    assert mmf1(~t, ~t) == 1.0
     assert mwacc(~t, ~t) == 1.0  # all positive and all found: TP / P
 
 
@@ -245,7 +275,8 @@ def test_all_neutral_predictions():
     t = np.zeros((10, 6), dtype=bool)
     t[:5] = True  # each emotion: 5 positives, 5 negatives
     assert mwacc(t, pred) == pytest.approx(0.5)  # (0 + N) / (2N)
-    assert mmf1(t, pred) == 0.0
+    assert mf1_present(t, pred) == 0.0
+    assert mmf1(t, pred) == pytest.approx((0 + 2 * 5 / (5 + 10)) / 2)  # F1(absent) = 2 TN / (N + N')
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -392,6 +423,9 @@ def test_empty_sample_is_nan():
     assert math.isnan(mf1(np.zeros(0, int), np.zeros(0, int), 3))
     assert math.isnan(mwacc(np.zeros((0, 6), bool), np.zeros((0, 6), bool)))
     assert math.isnan(mccc(np.zeros((0, 5)), np.zeros((0, 5))))
+    assert math.isnan(mccc_pooled(np.zeros((0, 5)), np.zeros((0, 5))))
+    assert math.isnan(mmf1(np.zeros((0, 6), bool), np.zeros((0, 6), bool)))
+    assert math.isnan(mf1_present(np.zeros((0, 6), bool), np.zeros((0, 6), bool)))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

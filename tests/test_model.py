@@ -171,6 +171,60 @@ def test_unitary_layer_shares_its_operator():
     assert count_parameters(layer) == 16 * 16 + 2 * 16
 
 
+def test_unitary_self_loop_switch_by_hand():
+    # Two present nodes, one missing. Without self-loops (the default) A_hat = [[0, 1], [1, 0]]
+    # on the present pair, so A_hat^2 = I and exp(i A_hat) = cos(1) I + i sin(1) A_hat. With
+    # self-loops A_hat = P = [[1/2, 1/2], [1/2, 1/2]], P^2 = P: exp(i P) = I + (e^i - 1) P.
+    # The missing node: without loops it has no edge (zero row), so exp(0) leaves it as it is;
+    # with its self-loop alone it is rotated by e^i.
+    adj = modality_adjacency(torch.tensor([[True, True, False]]))
+    x = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.3, 0.4]]])  # channel 0 real, 1 imaginary
+    c, s = math.cos(1.0), math.sin(1.0)
+    expected = {
+        False: [[c, 0.0], [0.0, s], [0.3, 0.4]],
+        True: [[1 + (c - 1) / 2, s / 2], [(c - 1) / 2, s / 2], [0.3 * c - 0.4 * s, 0.3 * s + 0.4 * c]],
+    }
+    for loops, values in expected.items():
+        layer = UnitaryGraphConv(2, self_loops=loops)
+        propagated = layer.propagate(x, layer.precompute(adj))
+        torch.testing.assert_close(propagated, torch.tensor([values]), atol=1e-6, rtol=0)
+        with torch.no_grad():  # the layer: ReLU(exp(i A_hat) (W x + b) + c) with W = I, b = c = 0
+            layer.lin.weight.copy_(torch.eye(2))
+            layer.lin.bias.zero_()
+        torch.testing.assert_close(layer.eval()(x, adj), propagated.relu(), atol=1e-6, rtol=0)
+    assert UnitaryGraphConv(2).self_loops is False
+
+
+def test_unitary_without_self_loops_matches_gcn_norm():
+    from torch_geometric.utils import dense_to_sparse, to_dense_adj
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    mask = torch.tensor([[True, True, False, True]])
+    adj = modality_adjacency(mask) & ~torch.eye(4, dtype=torch.bool)
+    edge_index, _ = dense_to_sparse(adj[0].long())
+    edge_index, weight = gcn_norm(edge_index, num_nodes=4, add_self_loops=False)
+    reference = to_dense_adj(edge_index, edge_attr=weight, max_num_nodes=4)
+    torch.testing.assert_close(normalized_adjacency(adj), reference)
+    op = UnitaryGraphConv(2).precompute(modality_adjacency(mask))
+    torch.testing.assert_close(op, unitary_propagator(adj))
+
+
+def test_graph_self_loops_config_changes_the_operator_not_the_parameters():
+    feats, mask = random_batch(SMALL_DIMS, 6, seed=3)
+    outputs, sizes = [], []
+    for loops in (None, False, True):
+        cfg = ModelConfig(**SMALL, graph="unitary", graph_self_loops=loops)
+        torch.manual_seed(0)
+        model = MCDM.from_config(cfg, SMALL_DIMS, TASK_NAMES).eval()
+        outputs.append(model(feats, mask)["emo"])
+        sizes.append(count_parameters(model))
+    torch.testing.assert_close(outputs[0], outputs[1])  # None = the unitary layer's default, no loops
+    assert not torch.allclose(outputs[1], outputs[2], atol=1e-4)
+    assert len(set(sizes)) == 1
+    with pytest.raises(ValueError, match="graph_self_loops: graph layer 'gat' has no self-loop switch"):
+        ModelConfig(graph="gat", graph_self_loops=True)
+
+
 # ------------------------------------------------------------------ masking, determinism
 
 

@@ -169,3 +169,36 @@ def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store)
                       *(("gat", a) for a in ("mta", "crossmpt", "bica", "fa"))}
     assert all(r.info.status == "FINISHED" and "mean_rank" in r.data.metrics for r in runs)
     assert result.num_errors == 0
+
+
+def test_each_trial_reads_its_own_feature_store(tmp_path, demo_store, monkeypatch):
+    """A space that varies data.features (the encoder comparisons) trains, checkpoints,
+    tags, draws and evaluates every trial on its own store, not on the sweep's."""
+    from scd_core.checkpoint import load_spec
+    from scd_core.features import Manifest
+    from scd_core.synthetic import generate
+
+    monkeypatch.chdir(tmp_path)  # a relative data.features is relative to the driver's directory
+    stores = {"narrow": generate(tmp_path / "stores" / "narrow", "demo", seed=1, dims={"text": 8, "audio": 6}),
+              "wide": generate(tmp_path / "stores" / "wide", "demo", seed=2, dims={"text": 24, "audio": 6})}
+    space = write_space(tmp_path / "stores.yaml", strategy="grid",
+                        fixed={**SMALL, "optim.epochs": 1, "data.modalities": ["text", "audio"]},
+                        variants={"narrow": {"data.features": "stores/narrow"},
+                                  "wide": {"data.features": str(stores["wide"])}})
+    # The sweep's own store (the demo corpora, 1536-dim text) is neither trial's.
+    result = run_sweep(settings(tmp_path, demo_store, space, name="stores", asha=False, report_top_k=2))
+    assert result.num_errors == 0
+    client = result.tracking.client()
+    runs = children(result.tracking, "stores")
+    assert sorted(r.data.tags["variant"] for r in runs) == ["narrow", "wide"]
+    for run in runs:
+        store = stores[run.data.tags["variant"]]
+        assert run.data.params["data.features"] == str(store.resolve())
+        assert run.data.tags["manifest_hash"] == Manifest.read(store).digest()
+        spec = load_spec(client.download_artifacts(run.info.run_id, "checkpoint", str(tmp_path / run.info.run_id)))
+        assert spec.modality_dims == {m: Manifest.read(store).modalities[m].dim for m in ("text", "audio")}
+        assert client.list_artifacts(run.info.run_id, "figures")  # drawn on the trial's own dev split
+    # The comparison table evaluated both trials on the test splits of their own stores.
+    table = client.download_artifacts(result.parent_run_id, "report/comparison.csv", str(tmp_path))
+    models = {row["model"] for row in csv.DictReader(open(table))}
+    assert {"narrow", "wide"} <= models

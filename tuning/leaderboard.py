@@ -1,10 +1,13 @@
-"""Sweep leaderboards from MLflow: the paper's mean rank over the eight dev metrics.
+"""Sweep leaderboards from MLflow: the paper's mean rank over the selection metrics.
 
 (Shown by ``python -m dashboards.leaderboard``.)
 
-Each trial is scored by its best dev epoch (``best/<metric>`` in its run). The mean rank
-(paper Table 1, Friedman-style: rank per metric over the finished trials, ties averaged,
-averaged over metrics; 1 is best) is computed over the trials that finished, written to
+Each trial is scored by its best dev epoch (``best/<metric>`` in its run). The table shows
+every reported metric (``scd_core.evaluation.REPORTED_METRICS``); the mean rank (paper
+Table 1, Friedman-style: rank per metric over the finished trials, ties averaged, averaged
+over metrics; 1 is best) ranks only on the selection metrics the sweep's trials have
+(``scd_core.evaluation.selection_metrics``: in-domain dev metrics of the trained tasks, so
+MELD never moves a rank). It is computed over the trials that finished, written to
 each of their runs as ``mean_rank``, and the table is stored with the sweep's parent run
 (``leaderboard/leaderboard.csv``, ``.md`` and ``.html``). The MLflow UI also gets a shared
 view of the sweep (:func:`leaderboard_view`): its trial runs sorted by mean rank, with
@@ -21,7 +24,7 @@ import time
 import numpy as np
 
 from dashboards.tables import Table
-from scd_core.evaluation import METRICS
+from scd_core.evaluation import REPORTED_METRICS, selection_metrics
 from scd_core.metrics import mean_rank
 from tuning.tracking import CHILD, PARENT, Tracking
 
@@ -42,13 +45,18 @@ def _children(tracking: Tracking, sweep: str):
 
 
 def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> Table:
-    """The sweep's trials with their varied parameters, best dev metrics and mean rank."""
+    """The sweep's trials with their varied parameters, best dev metrics and mean rank.
+
+    A trial missing a ranked metric that others have (e.g. it did not train that task)
+    ranks last on it.
+    """
     runs = _children(tracking, sweep)
     overrides = [{k.removeprefix("override."): v for k, v in r.data.tags.items() if k.startswith("override.")}
                  for r in runs]
     keys = sorted({k for o in overrides for k in o})
     varied = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
-    metrics = [m for m in METRICS if any(f"best/{m}" in r.data.metrics for r in runs)]
+    metrics = [m for m in REPORTED_METRICS if any(f"best/{m}" in r.data.metrics for r in runs)]
+    ranked = [m for m in selection_metrics() if m in metrics]
     rows = []
     for run, params in zip(runs, overrides):
         m = run.data.metrics
@@ -62,7 +70,7 @@ def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> 
         })
     finished = [r for r in rows if r["status"] == "FINISHED" and r["dev_score"] is not None]
     if finished:
-        scores = np.array([[np.nan if r[c] is None else r[c] for c in metrics] for r in finished], dtype=float)
+        scores = np.array([[np.nan if r[c] is None else r[c] for c in ranked] for r in finished], dtype=float)
         for row, rank in zip(finished, np.atleast_1d(mean_rank(scores))):
             row["mean_rank"] = float(rank)
     descending = by != "mean_rank"
@@ -73,7 +81,7 @@ def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> 
 
 def varied_parameters(board: Table) -> list[str]:
     """The leaderboard's columns that are parameters the sweep varied (config keys)."""
-    return [c for c in board.columns if c not in ("trial", "status", "dev_score", "mean_rank", "run_id", *METRICS)]
+    return [c for c in board.columns if c not in ("trial", "status", "dev_score", "mean_rank", "run_id", *REPORTED_METRICS)]
 
 
 def view_key(sweep: str) -> str:
@@ -97,7 +105,7 @@ def leaderboard_view(tracking: Tracking, sweep: str, board: Table) -> str:
         "searchFilter": f"tags.sweep = '{sweep}' and tags.role = '{CHILD}'",
         "orderByKey": "metrics.`mean_rank`",
         "orderByAsc": True,
-        # The run table only renders the columns in view: the eight metrics stay one click
+        # The run table only renders the columns in view: the metrics stay one click
         # away ("Columns") so that the rank and the score are always visible.
         "selectedColumns": ["metrics.`mean_rank`", "metrics.`best/dev_score`", *(f"params.`{k}`" for k in varied)],
     }

@@ -25,7 +25,7 @@ from dashboards.report import publish_report
 from dashboards.tables import Table
 from dashboards.trial_figures import checkpoint_figures
 from scd_core.checkpoint import load_spec, training_history
-from scd_core.config import load_config
+from scd_core.config import load_config, with_overrides
 from scd_core.features import Manifest
 from scd_core.synthetic import ensure_store
 from scd_core.trainer import load_eval_splits
@@ -101,9 +101,10 @@ class SweepResult:
     view: str  # the leaderboard's path in the MLflow UI (after the server's address)
 
 
-def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str, features: Path) -> None:
+def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str) -> None:
     """Figures for the trials that ASHA stopped before their last epoch (their training loop
-    never returned, so they could not draw them), from their last checkpoint."""
+    never returned, so they could not draw them), from their last checkpoint and on the
+    trial's own feature store."""
     client = tracking.client()
     for result in results:
         run = child_run(tracking, sweep, str(result.metrics.get("trial_id")))
@@ -113,7 +114,8 @@ def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str
             best = Path(saved) / "best"
             if not best.exists():
                 continue
-            dev = load_eval_splits(load_spec(best).config, features, "dev", torch.device("cpu"))
+            config = load_spec(best).config
+            dev = load_eval_splits(config, config.data.features, "dev", torch.device("cpu"))
             checkpoint_figures(best, dev, training_history(Path(saved) / "last"), tmp, f"({run.info.run_name})")
             client.log_artifacts(run.info.run_id, tmp, "figures")
 
@@ -141,8 +143,9 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
 
     # Settings applied after the space's values, so the command line wins (e.g. --epochs).
     cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
-    context = TrialContext(space, strategy, base.to_dict(), str(features), manifest.digest(), tracking, name,
-                           parent_id, cli)
+    # A trial reads its config's data.features: the space's where it varies the store, else this one.
+    base = with_overrides(base, {"data.features": str(features)})
+    context = TrialContext(space, strategy, base.to_dict(), os.getcwd(), tracking, name, parent_id, cli)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, context=context),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
@@ -176,7 +179,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             ),
         )
     results = tuner.fit()
-    log_missing_figures(results, tracking, name, features)
+    log_missing_figures(results, tracking, name)
     board = publish_leaderboard(tracking, name)
     publish_report(tracking, name, space, features, settings.report_top_k)
     tracking.client().set_terminated(parent_id, "FINISHED")

@@ -1,15 +1,17 @@
 """The Ray Tune trial: one MCDM configuration trained by ``scd_core.trainer``.
 
 Each epoch goes to Ray Tune (``dev_score`` and the metrics, for the searcher and ASHA,
-with the trial's checkpoint directory) and to the trial's MLflow child run (the eight dev
-metrics, score, losses, GradNorm weights, pseudo-label acceptance and class shares, learning rate). A
+with the trial's checkpoint directory) and to the trial's MLflow child run (the dev
+metrics, score, losses, GradNorm weights, pseudo-label acceptance and class shares, learning
+rate). A
 retried or restored trial restarts from its last Ray checkpoint and continues the same
 MLflow run. The best epoch's checkpoint is also an artifact of the run (``checkpoint/``),
-which is what promotion registers. A trial that trains to its end also logs the figures of
-its best model (``figures/``, see ``dashboards.trial_figures``) and its size
-(``model/parameters``, ``model/size_mb``, for the cost table). A trial that ASHA stops
-before its last epoch never returns from its training loop: the sweep draws its figures
-afterwards (``tuning.sweep.log_missing_figures``).
+which is what promotion registers. Every trial reads its own feature store (its config's
+``data.features``, see :func:`trial_config`), whose hash is the run's ``manifest_hash`` tag.
+A trial that trains to its end also logs the figures of its best model (``figures/``, see
+``dashboards.trial_figures``) and its size (``model/parameters``, ``model/size_mb``, for
+the cost table). A trial that ASHA stops before its last epoch never returns from its
+training loop: the sweep draws its figures afterwards (``tuning.sweep.log_missing_figures``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Mapping
 from ray import tune
 
 from dashboards.trial_figures import checkpoint_figures
-from scd_core.config import build_config, with_overrides
+from scd_core.config import ExperimentConfig, build_config, with_overrides
 from scd_core.model import count_parameters, size_mb
 from scd_core.trainer import EpochReport, Trainer, load_training_data, resolve_device
 from tuning.spaces import VARIANT, SearchSpace
@@ -37,9 +39,8 @@ class TrialContext:
 
     space: SearchSpace
     strategy: str
-    base_config: dict[str, Any]
-    features: str
-    manifest_digest: str
+    base_config: dict[str, Any]  # its data.features is the sweep's store
+    driver_dir: str  # the sweep driver's working directory: a relative data.features is relative to it
     tracking: Tracking
     sweep: str
     parent_run_id: str
@@ -60,14 +61,24 @@ def epoch_metrics(report: EpochReport) -> dict[str, float]:
     }
 
 
+def trial_config(overrides: Mapping[str, Any], context: TrialContext) -> ExperimentConfig:
+    """The trial's config: the sweep's base, the space's values, then the command line's.
+
+    Its ``data.features`` is its own store: the space's value where the space sets one (the
+    encoder comparisons vary it), else the sweep's; made absolute against the driver's
+    working directory, so training, its checkpoint, figures and evaluation all read it.
+    """
+    cfg = with_overrides(build_config(context.base_config), {**overrides, **context.final_overrides})
+    return with_overrides(cfg, {"data.features": str(Path(context.driver_dir, cfg.data.features).resolve())})
+
+
 def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (``config`` holds this trial's sampled values)."""
     trial = tune.get_context()
     overrides = context.space.resolve(config, context.strategy)
-    cfg = with_overrides(build_config(context.base_config), {**overrides, **context.final_overrides})
+    cfg = trial_config(overrides, context)
     run = TrialRun(context.tracking, context.sweep, context.parent_run_id, trial.get_trial_id(),
-                   trial.get_trial_name(), {"git_commit": git_commit(), "manifest_hash": context.manifest_digest,
-                                            **package_versions()})
+                   trial.get_trial_name(), {"git_commit": git_commit(), **package_versions()})
     run.log_params(cfg.to_dict())
     run.set_tags({f"override.{k}": v for k, v in overrides.items()})
     if VARIANT in config:  # the row label of ablation tables
@@ -78,7 +89,8 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, workdir, dirs_exist_ok=True)
     try:
-        data = load_training_data(cfg, context.features, resolve_device(cfg.device))
+        data = load_training_data(cfg, cfg.data.features, resolve_device(cfg.device))
+        run.set_tags({"manifest_hash": data.manifest_digest})  # of the store this trial read
         trainer = Trainer(cfg, data, workdir)
         run.log_metrics({"model/parameters": count_parameters(trainer.model), "model/size_mb": size_mb(trainer.model)},
                         0, int(time.time() * 1000))

@@ -29,6 +29,27 @@ from scd_core.features.schema import (
 from scd_core.tasks import CORPORA, LABEL_COLUMNS, MODALITIES, TASKS, feature_column
 
 MAX_ROWS_REPORTED = 5  # per column and problem; enough to locate, short enough to read
+NEUTRAL, *EMOTIONS = TASKS["emo"].label_columns
+
+
+def with_neutral(labels: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """EMO labels as raw MOSEI intensities come (neutral 0 or absent) made trainable.
+
+    On a row whose six emotions are all labelled: ``emo_neutral = 1`` where all six are 0
+    and neutral is 0 or missing (DESIGN.md: "a row with no emotion present has Neutral =
+    1"; otherwise that row has no EMO mass and neutral is never learned); a missing neutral
+    is 0 where an emotion is present. Rows without emotion labels and other columns are
+    unchanged.
+    """
+    if not any(c in labels for c in EMOTIONS):
+        return dict(labels)
+    emotions = np.stack([np.asarray(labels.get(c, np.full(n, np.nan)), np.float64) for c in EMOTIONS], axis=1)
+    neutral = np.asarray(labels.get(NEUTRAL, np.full(n, np.nan)), np.float64).copy()
+    labelled = ~np.isnan(emotions).any(axis=1)
+    none_present = labelled & (emotions == 0).all(axis=1)
+    neutral[none_present & ~(neutral > 0)] = 1.0  # NaN > 0 is False: a missing neutral too
+    neutral[labelled & ~none_present & np.isnan(neutral)] = 0.0
+    return {**labels, NEUTRAL: neutral}
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -90,6 +111,7 @@ class FeatureStoreWriter:
         Args:
             features: modality -> float array [N, dim]; every manifest modality is required.
             labels: label column -> array [N]; NaN means "no label"; absent columns are null.
+                EMO rows with no emotion get neutral = 1 (:func:`with_neutral`).
             present: modality -> bool [N]; False rows are written as null (missing modality).
         """
         if corpus not in CORPORA:
@@ -117,10 +139,12 @@ class FeatureStoreWriter:
             columns[feature_column(name)] = _feature_array(values, keep)
         for name in set(labels) - set(LABEL_COLUMNS):
             raise FeatureStoreError(f"{corpus}/{split}: unknown label column {name!r}")
+        for name, values in labels.items():
+            if np.shape(values) != (n,):
+                raise FeatureStoreError(f"{corpus}/{split}: label {name!r} has shape {np.shape(values)}, expected ({n},)")
+        labels = with_neutral(labels, n)
         for name in LABEL_COLUMNS:
             raw = np.asarray(labels[name], dtype=np.float64) if name in labels else np.full(n, np.nan)
-            if raw.shape != (n,):
-                raise FeatureStoreError(f"{corpus}/{split}: label {name!r} has shape {raw.shape}, expected ({n},)")
             null = np.isnan(raw)
             if name == "ah":
                 columns[name] = pa.array(np.where(null, 0, raw).astype(np.int8), mask=null)
@@ -218,6 +242,10 @@ def _read_labels(table: pa.Table, report: _Problems) -> dict[str, np.ndarray]:
         if len(task.label_columns) > 1:
             nulls = np.stack([np.isnan(labels[c]) for c in task.label_columns if c in labels], axis=1)
             report.rows(",".join(task.label_columns), nulls.any(1) & ~nulls.all(1), f"partial {task.name} label")
+    if all(c in labels for c in TASKS["emo"].label_columns):
+        emo = np.stack([labels[c] for c in TASKS["emo"].label_columns], axis=1)
+        report.rows(",".join(TASKS["emo"].label_columns), ~np.isnan(emo).any(1) & (emo == 0).all(1),
+                    "EMO label with no mass (all seven 0): a row with no emotion needs emo_neutral = 1")
     return labels
 
 

@@ -2,7 +2,8 @@
 
 Every layer works on a dense, batched graph: node features ``x`` of shape ``[B, N, H]``
 and a boolean adjacency ``adj`` of shape ``[B, N, N]`` where ``adj[b, i, j]`` means
-"node ``i`` receives a message from node ``j``" (self-loops included). No per-sample
+"node ``i`` receives a message from node ``j``" (self-loops included; a layer with a
+``self_loops`` switch, like ``unitary``, may drop them). No per-sample
 Python and no graph objects: N is the number of modalities (at most 5).
 
 Common constructor signature (so that later issues can add ncgnn/edgnn/hgnn)::
@@ -61,7 +62,8 @@ def normalized_adjacency(adj: Tensor) -> Tensor:
     """Symmetric GCN normalisation ``D^-1/2 A D^-1/2`` of a dense adjacency.
 
     Args:
-        adj: ``[B, N, N]`` bool or float, symmetric, every node with at least a self-loop.
+        adj: ``[B, N, N]`` bool or float, symmetric. A node without any edge (degree 0) gets
+            a zero row and column, as ``gcn_norm`` gives it.
 
     Returns:
         ``[B, N, N]`` float, symmetric, spectral norm <= 1.
@@ -87,7 +89,7 @@ def unitary_propagator(adj: Tensor, order: int = 10) -> Tensor:
     error ``<= 1/(order+1)!`` since ``||A_hat|| <= 1``.
 
     Args:
-        adj: ``[B, N, N]`` bool adjacency (symmetric, self-loops included).
+        adj: ``[B, N, N]`` bool adjacency (symmetric; with or without self-loops).
         order: highest power of the series (Kiani et al. use 10 to 16).
 
     Returns:
@@ -205,6 +207,13 @@ class UnitaryGraphConv(GraphLayer):
     ``H*H + 2H`` parameters, which reproduces Table 17's graph-layer cost exactly.
     ``num_heads`` is accepted for the common signature and ignored. ``H`` must be even.
 
+    ``self_loops=False`` (the default, as the authors' code: the diagonal removed,
+    ``gcn_norm(add_self_loops=False)``) normalises and exponentiates the adjacency without
+    its diagonal, so a node's own features reach it only through even powers of ``A_hat``;
+    ``True`` keeps the self-loops of :func:`modality_adjacency`. A node without neighbours
+    then has a zero row in ``A_hat`` and is left unchanged by the operator. The authors'
+    layer also uses a fixed dropout; here it is the model's ``dropout``.
+
     Shapes: x ``[B, N, H]``, adj ``[B, N, N]`` bool, operator ``[B, 2N, 2N]`` -> ``[B, N, H]``.
     """
 
@@ -215,12 +224,14 @@ class UnitaryGraphConv(GraphLayer):
         num_heads: int = 1,
         dropout: float = 0.0,
         taylor_order: int = 10,
+        self_loops: bool = False,
     ) -> None:
         super().__init__()
         if hidden_dim % 2:
             raise ValueError(f"unitary graph layer needs an even hidden_dim (real || imaginary), got {hidden_dim}")
         self.hidden_dim = hidden_dim
         self.taylor_order = taylor_order
+        self.self_loops = self_loops
         self.lin = nn.Linear(hidden_dim, hidden_dim)
         self.bias = nn.Parameter(torch.empty(hidden_dim))
         self.dropout = nn.Dropout(dropout)
@@ -231,7 +242,10 @@ class UnitaryGraphConv(GraphLayer):
         nn.init.zeros_(self.bias)
 
     def precompute(self, adj: Tensor) -> Tensor:
-        """``[B, N, N]`` adjacency -> ``[B, 2N, 2N]`` realified ``exp(i A_hat)``."""
+        """``[B, N, N]`` adjacency -> ``[B, 2N, 2N]`` realified ``exp(i A_hat)`` (without the
+        diagonal of ``adj`` unless ``self_loops``)."""
+        if not self.self_loops:
+            adj = adj & ~torch.eye(adj.size(-1), dtype=torch.bool, device=adj.device)
         return unitary_propagator(adj, self.taylor_order)
 
     @staticmethod

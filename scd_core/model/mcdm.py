@@ -80,7 +80,9 @@ class MCDM(nn.Module):
        a missing modality's row is replaced by zeros *before* its projector, so NaN
        placeholders never reach the network or its gradients.
     2. ``C_mods = GAF(Z, A)``: the shared graph layer (Eq. 4-5) over a fully connected
-       graph of the present modalities with self-loops (:func:`modality_adjacency`).
+       graph of the present modalities with self-loops (:func:`modality_adjacency`);
+       ``graph_self_loops`` sets a layer's switch (``unitary`` drops them by default, as
+       the authors' code; None keeps each layer's default).
     3. Per task t: ``L_t, P_t = TaskProjector_t(Z)`` (Eq. 6-7),
        ``C_preds_t = GAF_t(P_t, A)`` (Eq. 8),
        ``T_t = AF_t(C_preds_t, C_mods, C_mods)`` with missing modalities as padded keys
@@ -140,6 +142,7 @@ class MCDM(nn.Module):
         attention: str = "mha",
         task_projectors: bool = True,
         guide_banks: bool = True,
+        graph_self_loops: bool | None = None,
     ) -> None:
         super().__init__()
         if not modality_dims:
@@ -164,8 +167,11 @@ class MCDM(nn.Module):
         graph_cls = GRAPH_LAYERS.get(graph)
         attention_cls = ATTENTION_LAYERS.get(attention)
 
+        # None: the layer's own default (unitary: none, as the authors' code); else its switch.
+        loops = {} if graph_self_loops is None else {"self_loops": graph_self_loops}
+
         def make_graph() -> nn.Module:
-            return graph_cls(hidden_dim, num_heads=num_heads, dropout=dropout)
+            return graph_cls(hidden_dim, num_heads=num_heads, dropout=dropout, **loops)
 
         self.modality_projectors = nn.ModuleDict(
             {m: ModalityProjector(d, hidden_dim, dropout=dropout) for m, d in self.modality_dims.items()}
@@ -201,6 +207,7 @@ class MCDM(nn.Module):
             attention=model_cfg.attention,
             task_projectors=model_cfg.task_projectors,
             guide_banks=model_cfg.guide_banks,
+            graph_self_loops=model_cfg.graph_self_loops,
         )
 
     # ------------------------------------------------------------------ parameters
