@@ -2,7 +2,7 @@
 cross-corpus semi-supervised multitask learning pay off, and with which settings?
 
     python benchmarks/real_text.py --data ../shared/data/real_text [--out benchmarks/results]
-        [--work DIR] [--seeds 3] [--trials 24] [--single-trials 10] [--epochs 30]
+        [--work DIR] [--seeds 3] [--trials 32] [--single-trials 10] [--epochs 30]
         [--selected FILE] [--quick]
 
 1. Features. ``configs/extract_real_text.yaml`` through ``extraction.pipeline.run_extraction``:
@@ -572,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where the report goes")
     parser.add_argument("--work", type=Path, help="feature store, sweeps, checkpoints (default: under the temp dir)")
     parser.add_argument("--seeds", type=int, help="training seeds per setting (default 3; --quick: 2)")
-    parser.add_argument("--trials", type=int, help="multitask sweep trials (default: the space's, 24; --quick: 2)")
+    parser.add_argument("--trials", type=int, help="multitask sweep trials (default: the space's, 32; --quick: 2)")
     parser.add_argument("--single-trials", type=int, help="trials per single-task sweep (default 10; --quick: 2)")
     parser.add_argument("--selected", type=Path, help="reuse a selection (real_text_selected.yaml) instead of searching")
     parser.add_argument("--epochs", type=int, help="epochs per training run (default 30; --quick: 2)")

@@ -1,4 +1,5 @@
-"""Training-time augmentation of a batch: modality dropout.
+"""Modality masks beyond the data's own: training-time modality dropout, and a split seen
+without some modalities (what model selection checks when a target corpus lacks them).
 
 A corpus can lack a modality (MELD has no behaviour description) while every training row has
 it; MCDM masks a missing modality's node, but a model that never saw the pattern in training
@@ -8,8 +9,13 @@ masks whole modalities of training rows at random, through the same masks.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Sequence
+
 import torch
 from torch import Tensor
+
+from scd_core.features import CorpusTensors
 
 
 def drop_modalities(mask: Tensor, p: float) -> Tensor:
@@ -30,3 +36,13 @@ def drop_modalities(mask: Tensor, p: float) -> Tensor:
     scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
     rescued = torch.nn.functional.one_hot(scores.argmax(dim=1), mask.shape[1]).bool() & emptied[:, None]
     return kept | rescued
+
+
+def without_modalities(data: CorpusTensors, modalities: Sequence[str]) -> CorpusTensors:
+    """``data`` with ``modalities`` masked (and zeroed) on every row; rows left with none are dropped."""
+    drop = torch.tensor([m in modalities for m in data.modalities], device=data.device)
+    mask = data.modality_mask & ~drop
+    features = {m: torch.zeros_like(f) if m in modalities else f for m, f in data.features.items()}
+    masked = replace(data, modality_mask=mask, features=features)
+    keep = mask.any(dim=1)
+    return masked if bool(keep.all()) else masked.index(torch.nonzero(keep).squeeze(1))

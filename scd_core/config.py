@@ -47,6 +47,10 @@ class DataConfig(_Section):
     corpus_weights: dict[CorpusName, float] | None = Field(
         None, description="sampling proportions per training corpus; None = proportional to size"
     )
+    select_without: list[ModalityName] = Field(
+        [], description="model selection also scores the training corpora's dev splits with these modalities "
+                        "masked (the pattern of a target corpus that lacks them, e.g. MELD without behaviour "
+                        "descriptions); the dev score is the mean of the two")
     modality_dropout: float = Field(
         0.0, ge=0.0, lt=1.0,
         description="training only: each present modality of a row is masked with this probability "
@@ -67,6 +71,15 @@ class DataConfig(_Section):
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:
         return _unique_nonempty(v, "task")
+
+    @model_validator(mode="after")
+    def _select_without_keeps_a_modality(self) -> "DataConfig":
+        unknown = [m for m in self.select_without if m not in self.modalities]
+        if unknown:
+            raise ValueError(f"select_without {unknown} are not among data.modalities {self.modalities}")
+        if set(self.select_without) >= set(self.modalities):
+            raise ValueError(f"select_without {self.select_without} would mask every modality")
+        return self
 
     @field_validator("corpus_weights")
     @classmethod

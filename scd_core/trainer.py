@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from scd_core.augment import drop_modalities
+from scd_core.augment import drop_modalities, without_modalities
 from scd_core.batching import epoch_batches
 from scd_core.checkpoint import ModelSpec, build_model, load_training_state, load_training_tensors, save_checkpoint
 from scd_core.config import ExperimentConfig
@@ -56,14 +56,17 @@ class TrainingData:
     """Everything a run reads, loaded once onto the training device.
 
     ``train`` concatenates the training corpora (``corpus_index`` tells them apart);
-    ``dev`` maps corpus -> its dev split, zero-shot corpora (MELD) included. Test splits are
-    not read here: evaluation loads them (``load_eval_splits``) once training is done.
+    ``dev`` maps corpus -> its dev split, zero-shot corpora (MELD) included; ``dev_without``
+    the training corpora's dev splits without ``data.select_without``'s modalities (empty when
+    that is empty). Test splits are not read here: evaluation loads them
+    (``load_eval_splits``) once training is done.
     """
 
     train: CorpusTensors
     dev: dict[str, CorpusTensors]
     modality_dims: dict[str, int]
     manifest_digest: str
+    dev_without: dict[str, CorpusTensors] = field(default_factory=dict)
 
 
 def _drop_rows_without_modalities(data: CorpusTensors, where: str) -> CorpusTensors:
@@ -108,9 +111,12 @@ def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.de
     missing = [t for t in cfg.data.tasks if t not in trained_tasks]
     if missing:
         raise ValueError(f"task(s) {missing} have no training corpus in data.train_corpora {cfg.data.train_corpora}")
+    dev = load_eval_splits(cfg, root, "dev", device)
     return TrainingData(
         train=concat([_load(root, c, "train", cfg, manifest, device) for c in cfg.data.train_corpora]),
-        dev=load_eval_splits(cfg, root, "dev", device),
+        dev=dev,
+        dev_without={c: without_modalities(dev[c], cfg.data.select_without) for c in cfg.data.train_corpora
+                     if c in dev} if cfg.data.select_without else {},
         modality_dims={m: manifest.modalities[m].dim for m in cfg.data.modalities},
         manifest_digest=manifest.digest(),
     )
@@ -338,6 +344,10 @@ class Trainer:
             losses, acceptance, shares = self.train_epoch(epoch)
             metrics = evaluate(self.model, self.data.dev)
             score = dev_score(metrics, self.tasks)
+            if self.data.dev_without:  # a model that must hold up where the target lacks a modality
+                without = evaluate(self.model, self.data.dev_without)
+                score = (score + dev_score(without, self.tasks)) / 2
+                metrics.update({f"without/{k}": v for k, v in without.items()})
             if self.scheduler is not None and not steps_per_batch(self.scheduler):
                 self.scheduler.step(score)
             improved = score > self.best_score

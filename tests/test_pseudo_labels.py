@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scd_core.augment import drop_modalities
+from scd_core.augment import drop_modalities, without_modalities
 from scd_core.config import SSLConfig
 from scd_core.features import CorpusTensors
 from scd_core.pseudo_labels import EMATeacher, PseudoLabeler, label_prior, sharpen
@@ -181,3 +181,16 @@ def test_modality_dropout_rate_and_never_all():
     # 0.3 per modality, less the rows rescued from losing all four (0.3^4 = 0.8% of rows).
     assert rate == pytest.approx(0.3 - 0.3 ** 4 * 3 / 4, abs=0.01)
     assert drop_modalities(mask, 0.0) is mask
+
+
+def test_without_modalities_masks_zeroes_and_drops_empty_rows():
+    train = train_rows(3)
+    two = CorpusTensors(
+        modalities=("text", "behavior"), corpora=("x",), sample_ids=np.array(["0", "1", "2"], dtype=object),
+        features={"text": torch.ones(3, 2), "behavior": torch.ones(3, 2)},
+        modality_mask=torch.tensor([[True, True], [True, False], [False, True]]),
+        labels=train.labels, label_mask=train.label_mask, corpus_index=torch.zeros(3, dtype=torch.long))
+    out = without_modalities(two, ["behavior"])
+    assert list(out.sample_ids) == ["0", "1"]  # row 2 had behaviour only
+    assert out.modality_mask.tolist() == [[True, False], [True, False]]
+    assert out.features["behavior"].abs().sum() == 0 and out.features["text"].sum() == 4

@@ -9,7 +9,7 @@ import torch
 
 from scd_core.checkpoint import load_model
 from scd_core.config import load_config
-from scd_core.evaluation import TASK_METRICS, evaluate, predict
+from scd_core.evaluation import TASK_METRICS, dev_score, evaluate, predict
 from scd_core.trainer import NonFiniteLossError, Trainer, load_training_data
 
 SMALL = ["model.hidden_dim=64", "model.out_features=64", "optim.lr=1e-3", "optim.early_stopping_patience=0"]
@@ -231,3 +231,17 @@ def test_modality_dropout_trains_only(small_data):
     before = evaluate(trainer.model, data.dev)
     again = evaluate(trainer.model, data.dev)
     assert before == again  # evaluation (eval mode) never drops modalities
+
+
+def test_selection_without_a_modality_scores_both_patterns(small_data, demo_store):
+    cfg = load_config(None, [*SMALL, "optim.epochs=1", "data.select_without=[behavior]"])
+    data = load_training_data(cfg, demo_store, torch.device("cpu"))
+    assert set(data.dev_without) == {"mosei", "fiv2", "bah"}
+    assert not data.dev_without["mosei"].modality_mask[:, cfg.data.modalities.index("behavior")].any()
+    report = Trainer(cfg, data).fit().history[0]
+    full = {k: v for k, v in report.metrics.items() if not k.startswith("without/")}
+    without = {k.removeprefix("without/"): v for k, v in report.metrics.items() if k.startswith("without/")}
+    assert set(without) == {k for k in full if not k.startswith("meld")}
+    assert report.score == pytest.approx((dev_score(full, cfg.data.tasks) + dev_score(without, cfg.data.tasks)) / 2)
+    with pytest.raises(Exception, match="select_without"):
+        load_config(None, ["data.modalities=[text]", "data.select_without=[text]"])
