@@ -2,7 +2,7 @@
 
 import pytest
 
-from scd_core.config import ConfigError, ExperimentConfig, load_config
+from scd_core.config import ConfigError, ExperimentConfig, load_config, with_overrides
 
 
 def test_defaults_are_the_papers_best_values():
@@ -69,3 +69,12 @@ def test_graph_self_loops_is_a_config_switch_of_layers_that_have_one():
     assert load_config(None, ["model.graph=gat", "model.graph_self_loops=null"]).model.graph_self_loops is None
     with pytest.raises(ConfigError, match="model: .*graph_self_loops: graph layer 'gat' has no self-loop switch"):
         load_config(None, ["model.graph=gat", "model.graph_self_loops=false"])
+
+
+def test_graph_self_loops_is_searchable_from_a_space():
+    from tuning.spaces import SearchSpace
+
+    space = SearchSpace.from_dict({"strategy": "grid", "parameters": {"model.graph_self_loops": [None, True, False]}})
+    values = [with_overrides(load_config(), space.resolve({"model.graph_self_loops": v}, "grid")).model.graph_self_loops
+              for v in space.param_space("grid")["model.graph_self_loops"]["grid_search"]]
+    assert values == [None, True, False]

@@ -122,8 +122,7 @@ def test_sweep_logs_figures_tables_and_the_optuna_study(quick_sweep, tmp_path):
     # A trial that ASHA stops never returns from training, so the sweep draws its figures from
     # its last checkpoint: take one trial's figures away and let that step draw them again.
     shutil.rmtree(Path(trials(tracking, "quick")[0].info.artifact_uri.removeprefix("file://")) / "figures")
-    log_missing_figures(ResultGrid(ExperimentAnalysis(str(Path(settings.storage_path) / "quick"))), tracking,
-                        "quick", Path(settings.features))
+    log_missing_figures(ResultGrid(ExperimentAnalysis(str(Path(settings.storage_path) / "quick"))), tracking, "quick")
     runs = trials(tracking, "quick")
     for run in runs:
         assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "figures")} == TRIAL_FIGURES
