@@ -1,0 +1,145 @@
+"""Predict on new videos end to end: the extraction stages the checkpoint records, then the model,
+on real media (a face photo made into videos with real speech) beside broken files, with tiny
+random models of the real classes (CLIP, CLAP, MCDM)."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from media_fixtures import face_video, noface_video, speech, truncated, write_video, zero_bytes, fit, face_image
+from model_fixtures import tiny_clap_dir, tiny_clip_dir  # noqa: F401  (session fixtures)
+
+from extraction.config import ExtractionConfig
+from extraction.predict import PREDICTIONS, configured_modalities
+from ray_jobs import predict as predict_job
+from scd_core.checkpoint import ModelSpec, build_model, load_spec, save_checkpoint
+from scd_core.config import build_config
+from scd_core.tasks import AH_CLASSES, EMO_CLASSES, PT_TRAITS
+
+MODALITIES = ["video", "audio", "behavior"]  # behaviour "by scene": CLIP on whole frames, no VLM
+SMALL = {"model": {"hidden_dim": 32, "out_features": 32, "num_heads": 4}, "data": {"modalities": MODALITIES}}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+def encoder_overrides(clip, clap) -> list[str]:
+    """Where this machine keeps the models (what a researcher passes with --config or key=value)."""
+    return [f"video_encoder.local_dir={clip}", f"audio_encoder.local_dir={clap}", f"behavior_encoder.local_dir={clip}"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(local_ray, tmp_path_factory, tiny_clip_dir, tiny_clap_dir):
+    """A tiny MCDM (random weights) whose training store was extracted with the tiny CLIP and CLAP,
+    4 frames, behaviour by scene: its checkpoint records that store's manifest entries."""
+    extraction = ExtractionConfig.model_validate({
+        "sources": [{"corpus": "mosei", "split": "train", "videos": "."}], "modalities": MODALITIES, "frames": 4,
+        "video_encoder": {"name": "clip", "local_dir": str(tiny_clip_dir)},
+        "audio_encoder": {"name": "clap", "local_dir": str(tiny_clap_dir)},
+        "behavior_encoder": {"name": "clip", "local_dir": str(tiny_clip_dir)}})
+    store = configured_modalities(extraction)  # what extraction writes into the store's manifest
+    spec = ModelSpec(build_config(SMALL), {m: store[m].dim for m in MODALITIES}, ["emo", "pt", "ah"], store)
+    path = tmp_path_factory.mktemp("champion") / "best"
+    save_checkpoint(path, build_model(spec), spec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """A folder of good and bad videos (and a file that is no video)."""
+    folder = tmp_path_factory.mktemp("videos")
+    face_video(folder / "face.mp4", seconds=2)
+    face_video(folder / "mute.mp4", seconds=1, with_audio=False)
+    frames = [fit(face_image())] * 10
+    write_video(folder / "silence.mp4", frames, audio=np.zeros(len(speech(1)[0]), np.float32))
+    noface_video(folder / "cup.mp4")
+    truncated(folder / "face.mp4", folder / "cut.mp4", fraction=0.3)
+    zero_bytes(folder / "empty.mp4")
+    (folder / "notes.txt").write_text("not a video")
+    return folder
+
+
+def test_predict_a_folder_with_broken_videos_then_rerun(checkpoint, videos, tmp_path, tiny_clip_dir, tiny_clap_dir,
+                                                         capsys):
+    output = tmp_path / "out"
+    argv = ["--checkpoint", str(checkpoint), str(videos), "--output", str(output),
+            *encoder_overrides(tiny_clip_dir, tiny_clap_dir)]
+    assert predict_job.main(argv) == 0
+    printed = capsys.readouterr().out
+    table = pq.read_table(output / f"{PREDICTIONS}.parquet").to_pylist()
+    rows = {r["sample_id"]: r for r in table}
+    assert sorted(rows) == ["cup", "cut", "empty", "face", "mute", "silence"]  # notes.txt is no video
+    assert list(table[0]) == ["sample_id", "video", *[f"emo_{c}" for c in EMO_CLASSES], "emotion",
+                              *[f"pt_{t}" for t in PT_TRAITS], "ah_presence", "ah_label",
+                              *[f"present_{m}" for m in MODALITIES], "errors", "warning"]
+    assert (output / f"{PREDICTIONS}.csv").read_text().count("\n") == 7
+
+    predicted = [r for r in table if r["present_video"] or r["present_audio"] or r["present_behavior"]]
+    for r in predicted:
+        probs = [r[f"emo_{c}"] for c in EMO_CLASSES]
+        assert all(0 <= p <= 1 for p in probs) and abs(sum(probs) - 1) < 1e-5
+        assert r["emotion"] == EMO_CLASSES[int(np.argmax(probs))]
+        assert all(0 <= r[f"pt_{t}"] <= 1 for t in PT_TRAITS)
+        assert 0 <= r["ah_presence"] <= 1 and r["ah_label"] == AH_CLASSES[int(r["ah_presence"] >= 0.5)]
+        assert r["warning"] == ""
+    # A good video: every modality, no error. Silence is still audio.
+    assert rows["face"]["errors"] == "" and rows["face"]["present_video"] and rows["face"]["present_audio"]
+    assert rows["silence"]["present_audio"] and rows["silence"]["present_video"]
+    # No audio stream, no face: predicted from the modalities they have, with the reason.
+    assert rows["mute"]["present_video"] and not rows["mute"]["present_audio"]
+    assert "audio: no audio stream" in rows["mute"]["errors"]
+    assert not rows["cup"]["present_video"] and rows["cup"]["present_behavior"] and "faces:" in rows["cup"]["errors"]
+    # Unreadable: an error row naming the stage, no prediction.
+    empty = rows["empty"]
+    assert empty["errors"].startswith("decode:") and "predict: no modality could be extracted" in empty["errors"]
+    assert empty["emotion"] == "" and np.isnan(empty["emo_neutral"]) and np.isnan(empty["pt_openness"])
+    assert rows["cut"]["errors"].startswith("decode:") or rows["cut"]["present_video"]
+    assert "videos predicted" in printed and "failures:" in printed and "emotion:" in printed
+
+    clean = {s for s, r in rows.items() if not r["errors"]}
+    assert predict_job.main(argv) == 0  # a rerun skips what was predicted without errors
+    assert f"{len(clean)} skipped as already predicted" in capsys.readouterr().out
+    again = {r["sample_id"]: r for r in pq.read_table(output / f"{PREDICTIONS}.parquet").to_pylist()}
+    assert again.keys() == rows.keys() and all(again[s] == rows[s] for s in clean)
+
+
+def test_mismatched_extractors_are_refused_before_any_work(checkpoint, videos, tmp_path, tiny_clip_dir,
+                                                           tiny_clap_dir, capsys):
+    spec = load_spec(checkpoint)
+    store = dict(spec.store_modalities)
+    store["audio"] = replace(store["audio"], fingerprint="0123456789abcdef")  # trained on other CLAP weights
+    other = tmp_path / "other"
+    save_checkpoint(other, build_model(spec), replace(spec, store_modalities=store))
+    output = tmp_path / "out"
+    argv = ["--checkpoint", str(other), str(videos / "face.mp4"), str(videos / "empty.mp4"), "--output", str(output),
+            *encoder_overrides(tiny_clip_dir, tiny_clap_dir)]
+    assert predict_job.main([*argv, "frames=8"]) == 2
+    err = capsys.readouterr().err
+    assert "audio.fingerprint: trained with '0123456789abcdef'" in err
+    assert "video.frames: trained with 4, here 8" in err and "behavior.frames" in err
+    assert not output.exists()  # stopped before any work
+
+    assert predict_job.main([*argv, "--allow-mismatch"]) == 0  # overridden: predicted, the warning in every row
+    table = pq.read_table(output / f"{PREDICTIONS}.parquet").to_pylist()
+    assert [r["sample_id"] for r in table] == ["face", "empty"]
+    assert all("audio.fingerprint" in r["warning"] for r in table)
+    assert "WARNING: extractors differ" in capsys.readouterr().out
+
+
+def test_checkpoint_without_recorded_extractors_needs_a_config(checkpoint, videos, tmp_path, capsys):
+    spec = load_spec(checkpoint)
+    old = tmp_path / "old"
+    save_checkpoint(old, build_model(spec), replace(spec, store_modalities=None))
+    raw = json.loads((old / "config.json").read_text())
+    del raw["store_modalities"]  # as written before checkpoints carried it
+    (old / "config.json").write_text(json.dumps(raw))
+    assert load_spec(old).store_modalities is None
+    assert predict_job.main(["--checkpoint", str(old), str(videos), "--output", str(tmp_path / "out")]) == 2
+    assert "give the extraction config" in capsys.readouterr().err
