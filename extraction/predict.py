@@ -8,10 +8,12 @@ The checkpoint carries its training store's manifest entries (``ModelSpec.store_
 encoder ids and fingerprints, frame count, face pipeline, transcriber, VLM and prompt), so
 the extraction config is rebuilt from them (``predict_config``); the user's values (an
 extraction YAML and ``key=value`` overrides) only say where the models live and what runs
-where (``local_dir``, ``device``, ``resources``). Before any video is read, every feature
+where (``local_dir``, ``device``, ``resources``). Before any video is read, settings the user
+changed are compared with the recorded ones (``setting_differences``), then every feature
 encoder is built once and what extraction would record is compared with what was recorded
-(``extractor_differences``): a difference stops the run (``ExtractorMismatch``) unless
-``allow_mismatch``, and then every output row carries the warning.
+(``extractor_differences``: ids, revisions, weight fingerprints, dimensions): a difference
+stops the run (``ExtractorMismatch``) unless ``allow_mismatch``, and then every output row
+carries the warning. A dimension the model cannot take always stops it.
 
 One row per input video (``sample_id``, ``video``), the prediction table of
 ``scd_core.inference`` (null where no prediction could be made), ``errors`` ("stage: reason"
@@ -131,13 +133,17 @@ def predict_config(spec: ModelSpec, inputs: list[str], output: str | Path,
     """The extraction config for predicting with ``spec``'s model on ``inputs``.
 
     The recorded extraction (``recorded_values``), the user's values on top (their ``sources``
-    and ``output`` are replaced by ``inputs`` and ``output``; ``columns`` maps manifest CSVs
-    as in extraction), the model's modalities. A checkpoint that records no extraction needs
+    and ``output`` are replaced by ``inputs`` and ``output``, encoders of modalities the model
+    does not take are dropped; ``columns`` maps manifest CSVs as in extraction), the model's
+    modalities. A checkpoint that records no extraction needs
     ``user_values`` naming the encoders.
     """
     user = dict(user_values or {})
     columns = user.pop("columns", {})
     user.pop("sources", None)
+    for modality, name in ENCODER_FIELDS.items():  # a full extraction YAML may name encoders the model does not use
+        if modality not in spec.modality_dims:
+            user.pop(name, None)
     if spec.store_modalities is None and not user:
         raise PredictError("the checkpoint does not record how its training features were extracted (written before "
                            "checkpoints carried the store's manifest): give the extraction config with --config")
@@ -185,9 +191,27 @@ def configured_modalities(cfg: ExtractionConfig) -> dict[str, ModalityInfo]:
 
     probe = ray.remote(num_cpus=0.25)(_encoder_info)
     choices = {m: getattr(cfg, ENCODER_FIELDS[m]).model_dump() for m in cfg.modalities}
-    distinct = {json.dumps(c, sort_keys=True): c for c in choices.values()}
-    infos = dict(zip(distinct, ray.get([probe.remote(c) for c in distinct.values()])))
-    return {m: modality_info(cfg, m, infos[json.dumps(c, sort_keys=True)]) for m, c in choices.items()}
+    pending = {}  # one probe per distinct encoder
+    for choice in choices.values():
+        pending.setdefault(json.dumps(choice, sort_keys=True), probe.remote(choice))
+    infos = {}
+    for m, choice in choices.items():
+        try:
+            infos[m] = modality_info(cfg, m, ray.get(pending[json.dumps(choice, sort_keys=True)]))
+        except Exception as err:  # a missing or unloadable model: say which
+            raise PredictError(f"{ENCODER_FIELDS[m]} {choice}: cannot be built here: {err}") from None
+    return infos
+
+
+def setting_differences(spec: ModelSpec, cfg: ExtractionConfig) -> list[str]:
+    """The extraction settings the training store recorded that ``cfg`` sets otherwise (the user's
+    overrides), "field: trained ..., here ..." each; found without loading any model."""
+    if spec.store_modalities is None:
+        return []
+    here = _flat(cfg.model_dump())
+    recorded = _flat({k: v for k, v in recorded_values(spec.store_modalities).items() if k != "modalities"})
+    return [f"{key}: trained with {value!r}, here {here.get(key)!r}"
+            for key, value in recorded.items() if here.get(key) != value]
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -340,16 +364,21 @@ def run_prediction(checkpoint: str | Path, inputs: list[str], output: str | Path
     spec = load_spec(checkpoint)
     cfg = predict_config(spec, inputs, output, user_values)
     rows = read_inputs(cfg, inputs)
+    settings = setting_differences(spec, cfg)
+    if settings and not allow_mismatch:
+        raise ExtractorMismatch(settings)
     fatal, others = extractor_differences(spec, configured_modalities(cfg))
     if fatal:
         raise ExtractorMismatch(fatal)
-    warning = ""
+    others = settings + others
     if others and not allow_mismatch:
         raise ExtractorMismatch(others)
+    warning = ""
     if others:
         warning = "extractors differ from training: " + "; ".join(others)
     elif spec.store_modalities is None:
         warning = "the checkpoint records no extractors: the configured ones were assumed to match its training"
+    output.mkdir(parents=True, exist_ok=True)
     files = checkpoint_files(checkpoint)
     model = model_digest(files)
     done = {sid for sid, row in _latest_rows(output, model).items() if not json.loads(row["errors"])}

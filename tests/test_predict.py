@@ -19,8 +19,8 @@ from scd_core.checkpoint import ModelSpec, build_model, load_spec, save_checkpoi
 from scd_core.config import build_config
 from scd_core.tasks import AH_CLASSES, EMO_CLASSES, PT_TRAITS
 
-MODALITIES = ["video", "audio", "behavior"]  # behaviour "by scene": CLIP on whole frames, no VLM
-SMALL = {"model": {"hidden_dim": 32, "out_features": 32, "num_heads": 4}, "data": {"modalities": MODALITIES}}
+MODALITIES = ["video", "audio"]  # the stages that tell good and broken videos apart, at the least cost
+SMALL = {"model": {"hidden_dim": 32, "out_features": 32, "num_heads": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +32,25 @@ def local_ray():
 
 def encoder_overrides(clip, clap) -> list[str]:
     """Where this machine keeps the models (what a researcher passes with --config or key=value)."""
-    return [f"video_encoder.local_dir={clip}", f"audio_encoder.local_dir={clap}", f"behavior_encoder.local_dir={clip}"]
+    return [f"video_encoder.local_dir={clip}", f"audio_encoder.local_dir={clap}"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(local_ray, tmp_path_factory, tiny_clip_dir, tiny_clap_dir):
-    """A tiny MCDM (random weights) whose training store was extracted with the tiny CLIP and CLAP,
-    4 frames, behaviour by scene: its checkpoint records that store's manifest entries."""
+    """A tiny MCDM (random weights) whose training store was extracted with the tiny CLIP and CLAP
+    and 4 frames: its checkpoint records that store's manifest entries."""
     extraction = ExtractionConfig.model_validate({
         "sources": [{"corpus": "mosei", "split": "train", "videos": "."}], "modalities": MODALITIES, "frames": 4,
         "video_encoder": {"name": "clip", "local_dir": str(tiny_clip_dir)},
-        "audio_encoder": {"name": "clap", "local_dir": str(tiny_clap_dir)},
-        "behavior_encoder": {"name": "clip", "local_dir": str(tiny_clip_dir)}})
-    store = configured_modalities(extraction)  # what extraction writes into the store's manifest
-    spec = ModelSpec(build_config(SMALL), {m: store[m].dim for m in MODALITIES}, ["emo", "pt", "ah"], store)
-    path = tmp_path_factory.mktemp("champion") / "best"
+        "audio_encoder": {"name": "clap", "local_dir": str(tiny_clap_dir)}})
+    return tiny_checkpoint(tmp_path_factory.mktemp("champion") / "best", configured_modalities(extraction))
+
+
+def tiny_checkpoint(path, store):
+    """A small MCDM with random weights over the modalities of ``store`` (the manifest entries
+    extraction wrote), saved with them at ``path``."""
+    cfg = build_config({**SMALL, "data": {"modalities": list(store)}})
+    spec = ModelSpec(cfg, {m: info.dim for m, info in store.items()}, ["emo", "pt", "ah"], store)
     save_checkpoint(path, build_model(spec), spec)
     return path
 
@@ -81,7 +85,7 @@ def test_predict_a_folder_with_broken_videos_then_rerun(checkpoint, videos, tmp_
                               *[f"present_{m}" for m in MODALITIES], "errors", "warning"]
     assert (output / f"{PREDICTIONS}.csv").read_text().count("\n") == 7
 
-    predicted = [r for r in table if r["present_video"] or r["present_audio"] or r["present_behavior"]]
+    predicted = [r for r in table if r["present_video"] or r["present_audio"]]
     for r in predicted:
         probs = [r[f"emo_{c}"] for c in EMO_CLASSES]
         assert all(0 <= p <= 1 for p in probs) and abs(sum(probs) - 1) < 1e-5
@@ -92,14 +96,16 @@ def test_predict_a_folder_with_broken_videos_then_rerun(checkpoint, videos, tmp_
     # A good video: every modality, no error. Silence is still audio.
     assert rows["face"]["errors"] == "" and rows["face"]["present_video"] and rows["face"]["present_audio"]
     assert rows["silence"]["present_audio"] and rows["silence"]["present_video"]
-    # No audio stream, no face: predicted from the modalities they have, with the reason.
-    assert rows["mute"]["present_video"] and not rows["mute"]["present_audio"]
+    # No audio stream: predicted from the video it has, with the reason.
+    assert rows["mute"]["present_video"] and not rows["mute"]["present_audio"] and rows["mute"]["emotion"]
     assert "audio: no audio stream" in rows["mute"]["errors"]
-    assert not rows["cup"]["present_video"] and rows["cup"]["present_behavior"] and "faces:" in rows["cup"]["errors"]
-    # Unreadable: an error row naming the stage, no prediction.
+    # No face and no audio, or unreadable: an error row naming each stage, no prediction.
+    assert rows["cup"]["errors"].startswith("faces:") and "audio: no audio stream" in rows["cup"]["errors"]
     empty = rows["empty"]
-    assert empty["errors"].startswith("decode:") and "predict: no modality could be extracted" in empty["errors"]
-    assert empty["emotion"] == "" and np.isnan(empty["emo_neutral"]) and np.isnan(empty["pt_openness"])
+    assert empty["errors"].startswith("decode:")
+    for r in (rows["cup"], empty):
+        assert r["errors"].endswith("predict: no modality could be extracted")
+        assert r["emotion"] == "" and np.isnan(r["emo_neutral"]) and np.isnan(r["pt_openness"])
     assert rows["cut"]["errors"].startswith("decode:") or rows["cut"]["present_video"]
     assert "videos predicted" in printed and "failures:" in printed and "emotion:" in printed
 
@@ -112,18 +118,16 @@ def test_predict_a_folder_with_broken_videos_then_rerun(checkpoint, videos, tmp_
 
 def test_mismatched_extractors_are_refused_before_any_work(checkpoint, videos, tmp_path, tiny_clip_dir,
                                                            tiny_clap_dir, capsys):
-    spec = load_spec(checkpoint)
-    store = dict(spec.store_modalities)
-    store["audio"] = replace(store["audio"], fingerprint="0123456789abcdef")  # trained on other CLAP weights
-    other = tmp_path / "other"
-    save_checkpoint(other, build_model(spec), replace(spec, store_modalities=store))
+    recorded = load_spec(checkpoint).store_modalities
+    store = {m: replace(recorded[m], fingerprint="0123456789abcdef") for m in ("audio",)}  # other CLAP weights
+    other = tiny_checkpoint(tmp_path / "other", store)
     output = tmp_path / "out"
     argv = ["--checkpoint", str(other), str(videos / "face.mp4"), str(videos / "empty.mp4"), "--output", str(output),
             *encoder_overrides(tiny_clip_dir, tiny_clap_dir)]
-    assert predict_job.main([*argv, "frames=8"]) == 2
-    err = capsys.readouterr().err
-    assert "audio.fingerprint: trained with '0123456789abcdef'" in err
-    assert "video.frames: trained with 4, here 8" in err and "behavior.frames" in err
+    assert predict_job.main([*argv, "audio_encoder.name=emowav2vec2"]) == 2  # configured otherwise
+    assert "audio_encoder.name: trained with 'clap', here 'emowav2vec2'" in capsys.readouterr().err
+    assert predict_job.main(argv) == 2  # the weights available here are not the ones trained on
+    assert "audio.fingerprint: trained with '0123456789abcdef'" in capsys.readouterr().err
     assert not output.exists()  # stopped before any work
 
     assert predict_job.main([*argv, "--allow-mismatch"]) == 0  # overridden: predicted, the warning in every row
