@@ -288,20 +288,13 @@ class Predict:
         out = {"sample_id": np.asarray(batch["sample_id"], dtype=object),
                "video": np.asarray(batch["video"], dtype=object),
                "errors": np.array([json.dumps(e) for e in errors], dtype=object)}
-        for name in self.columns:
-            kind = _column_kind(name)
+        for name, kind in self.columns.items():
             column = np.full(n, {"float": np.nan, "str": "", "bool": False}[kind],
                              dtype={"float": np.float64, "str": object, "bool": bool}[kind])
             if usable:
                 column[usable] = table[name]
             out[name] = column
         return out
-
-
-def _column_kind(name: str) -> str:
-    if name in ("emotion", "ah_label"):
-        return "str"
-    return "bool" if name.startswith("present_") else "float"
 
 
 # ------------------------------------------------------------------ running it
@@ -339,8 +332,10 @@ def _write_part(rows: dict[str, np.ndarray], model: str, warning: str, output: P
     tmp.rename(folder / f"part-{time.time_ns()}-{uuid.uuid4().hex[:6]}.parquet")
 
 
-def _final_table(latest: Mapping[str, dict[str, Any]], inputs: list[dict[str, Any]], columns: list[str]) -> pa.Table:
-    """The latest row of each input video, in input order, with readable errors."""
+def _final_table(latest: Mapping[str, dict[str, Any]], inputs: list[dict[str, Any]],
+                 columns: Mapping[str, str]) -> pa.Table:
+    """The latest row of each input video, in input order, with readable errors; ``columns``:
+    the prediction columns (``output_columns``)."""
     names = ["sample_id", "video", *columns, "errors", "warning"]
     records = []
     for item in inputs:

@@ -28,16 +28,17 @@ from torch import nn
 from scd_core.tasks import AH_CLASSES, EMO_CLASSES, PT_TRAITS, feature_column
 
 
-def output_columns(tasks: Sequence[str], modalities: Sequence[str]) -> list[str]:
-    """The prediction table's columns for a model of ``tasks`` over ``modalities``, in order."""
-    columns: list[str] = []
+def output_columns(tasks: Sequence[str], modalities: Sequence[str]) -> dict[str, str]:
+    """The prediction table's columns for a model of ``tasks`` over ``modalities``, in order,
+    each with its kind: "float" (probabilities, scores), "str" (class names) or "bool"."""
+    columns: dict[str, str] = {}
     if "emo" in tasks:
-        columns += [f"emo_{c}" for c in EMO_CLASSES] + ["emotion"]
+        columns.update({f"emo_{c}": "float" for c in EMO_CLASSES}, emotion="str")
     if "pt" in tasks:
-        columns += [f"pt_{t}" for t in PT_TRAITS]
+        columns.update({f"pt_{t}": "float" for t in PT_TRAITS})
     if "ah" in tasks:
-        columns += ["ah_presence", "ah_label"]
-    return columns + [f"present_{m}" for m in modalities]
+        columns.update(ah_presence="float", ah_label="str")
+    return {**columns, **{f"present_{m}": "bool" for m in modalities}}
 
 
 def feature_tensors(
