@@ -3,14 +3,17 @@ on real media (a face photo made into videos with real speech) beside broken fil
 random models of the real classes (CLIP, CLAP, MCDM)."""
 
 import json
+import subprocess
 from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
-from media_fixtures import face_video, noface_video, speech, truncated, write_video, zero_bytes, fit, face_image
+import yaml
+from media_fixtures import face_image, face_video, fit, noface_video, speech, truncated, write_video, zero_bytes
 from model_fixtures import tiny_clap_dir, tiny_clip_dir  # noqa: F401  (session fixtures)
+from test_cluster import ENV, RAY, ROOT, head  # noqa: F401  (the loopback Ray head fixture)
 
 from extraction.config import ExtractionConfig
 from extraction.predict import PREDICTIONS, configured_modalities
@@ -147,3 +150,23 @@ def test_checkpoint_without_recorded_extractors_needs_a_config(checkpoint, video
     assert load_spec(old).store_modalities is None
     assert predict_job.main(["--checkpoint", str(old), str(videos), "--output", str(tmp_path / "out")]) == 2
     assert "give the extraction config" in capsys.readouterr().err
+
+
+def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_dir, tiny_clap_dir, head):
+    """The same command on the loopback cluster (``head`` stops this module's local Ray: keep this test last)."""
+    _, dashboard = head
+    config = tmp_path / "here.yaml"  # where this machine keeps the models; small actors for the 1-CPU head
+    config.write_text(yaml.safe_dump({
+        "video_encoder": {"local_dir": str(tiny_clip_dir)}, "audio_encoder": {"local_dir": str(tiny_clap_dir)},
+        "resources": {s: {"num_cpus": 0.15} for s in ("decode", "faces", "video", "audio", "predict")}}))
+    job = subprocess.run(
+        [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+         "python", "ray_jobs/predict.py", "--checkpoint", str(checkpoint), str(videos / "face.mp4"),
+         str(videos / "empty.mp4"), "--output", str(tmp_path / "out"), "--config", str(config)],
+        env={**ENV, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "succeeded" in job.stdout and "2 videos, 1 with predictions" in job.stdout
+    rows = {r["sample_id"]: r for r in pq.read_table(tmp_path / "out" / f"{PREDICTIONS}.parquet").to_pylist()}
+    assert rows["face"]["errors"] == "" and rows["face"]["emotion"] in EMO_CLASSES
+    assert rows["empty"]["errors"].startswith("decode:")
