@@ -78,17 +78,22 @@ class ExtractorMismatch(PredictError):
 
 # ------------------------------------------------------------------ configuration
 
+def made_by_pipeline(store: Mapping[str, ModalityInfo] | None) -> bool:
+    """Whether every entry names an encoder of this pipeline (not so for synthetic corpora or
+    checkpoints written before they carried their store's entries)."""
+    from extraction.encoders import ENCODERS
+
+    return bool(store) and all(info.settings.get("encoder") in ENCODERS for info in store.values())
+
+
 def recorded_values(store: Mapping[str, ModalityInfo]) -> dict[str, Any]:
-    """Extraction-config values that rebuild the extraction a training store recorded."""
+    """Extraction-config values that rebuild the extraction a training store recorded
+    (``made_by_pipeline(store)`` must hold)."""
     from extraction.encoders import ENCODERS
 
     values: dict[str, Any] = {"modalities": list(store)}
     for modality, info in store.items():
         settings = info.settings
-        if "encoder" not in settings or settings["encoder"] not in ENCODERS:
-            raise PredictError(
-                f"the model's {modality} features came from {info.encoder!r}, which the extraction pipeline did not "
-                "make (no encoder it knows is recorded): give the extraction config to use with --config")
         name = settings["encoder"]
         # The default id stays implicit: some encoders load a packaged copy when none is given.
         default = getattr(ENCODERS.get(name), "default_id", None)
@@ -135,8 +140,8 @@ def predict_config(spec: ModelSpec, inputs: list[str], output: str | Path,
     The recorded extraction (``recorded_values``), the user's values on top (their ``sources``
     and ``output`` are replaced by ``inputs`` and ``output``, encoders of modalities the model
     does not take are dropped; ``columns`` maps manifest CSVs as in extraction), the model's
-    modalities. A checkpoint that records no extraction needs
-    ``user_values`` naming the encoders.
+    modalities. A checkpoint that records no extraction of this pipeline needs ``user_values``
+    naming the encoders.
     """
     user = dict(user_values or {})
     columns = user.pop("columns", {})
@@ -144,10 +149,14 @@ def predict_config(spec: ModelSpec, inputs: list[str], output: str | Path,
     for modality, name in ENCODER_FIELDS.items():  # a full extraction YAML may name encoders the model does not use
         if modality not in spec.modality_dims:
             user.pop(name, None)
-    if spec.store_modalities is None and not user:
-        raise PredictError("the checkpoint does not record how its training features were extracted (written before "
-                           "checkpoints carried the store's manifest): give the extraction config with --config")
-    base = recorded_values(spec.store_modalities) if spec.store_modalities is not None else {}
+    recorded = made_by_pipeline(spec.store_modalities)
+    if not recorded and not user:
+        made_by = sorted({i.encoder for i in (spec.store_modalities or {}).values()})
+        raise PredictError("the checkpoint does not record an extraction this pipeline can rebuild ("
+                           + (f"its features came from {made_by}" if made_by else
+                              "written before checkpoints carried their store's manifest")
+                           + "): give the extraction config to use with --config")
+    base = recorded_values(spec.store_modalities) if recorded else {}
     values = deep_merge(base, user)
     values.update(output=str(output), modalities=list(spec.modality_dims),
                   sources=input_sources(inputs, columns), data_root=".")
@@ -206,7 +215,7 @@ def configured_modalities(cfg: ExtractionConfig) -> dict[str, ModalityInfo]:
 def setting_differences(spec: ModelSpec, cfg: ExtractionConfig) -> list[str]:
     """The extraction settings the training store recorded that ``cfg`` sets otherwise (the user's
     overrides), "field: trained ..., here ..." each; found without loading any model."""
-    if spec.store_modalities is None:
+    if not made_by_pipeline(spec.store_modalities):
         return []
     here = _flat(cfg.model_dump())
     recorded = _flat({k: v for k, v in recorded_values(spec.store_modalities).items() if k != "modalities"})
@@ -268,10 +277,10 @@ class Predict:
     """
 
     def __init__(self, files: dict[str, bytes], device: str) -> None:
-        folder = Path(tempfile.mkdtemp(prefix="scd-predict-"))
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
-        self.model, spec = load_model(folder, device)  # safetensors + JSON: nothing unpickled
+        with tempfile.TemporaryDirectory(prefix="scd-predict-") as folder:
+            for name, data in files.items():
+                (Path(folder) / name).write_bytes(data)
+            self.model, spec = load_model(folder, device)  # safetensors + JSON: nothing unpickled
         self.dims = spec.modality_dims
         self.columns = output_columns(spec.tasks, list(self.dims))
 
@@ -380,7 +389,7 @@ def run_prediction(checkpoint: str | Path, inputs: list[str], output: str | Path
     todo = [r for r in rows if r["sample_id"] not in done]
     stages = plan_stages(cfg, rows)
     if todo:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        ray.data.DataContext.get_current().enable_progress_bars = False  # one progress line per batch instead
         ds = stage_dataset(cfg, [source_item(r) for r in todo], stages)
         ds = map_stage(ds, Predict, (files, cfg.device), cfg.stage("predict"))
         written, tic = 0, time.perf_counter()
