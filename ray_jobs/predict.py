@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 # A local Ray (no cluster address) listens on 127.0.0.1 only; Ray reads this at import time.
@@ -38,25 +39,23 @@ from scd_core.tasks import PT_TRAITS  # noqa: E402
 
 
 def summarize(summary: PredictionSummary, output: str) -> str:
-    """A few lines for the terminal: counts, failures, what was predicted."""
+    """A few lines for the terminal: counts, what was predicted, failures, the warning."""
     rows = summary.table.to_pylist()
-    predicted = [r for r in rows if any(v for k, v in r.items() if k.startswith("present_"))]
+    present = [c for c in summary.table.column_names if c.startswith("present_")]
+    predicted = [r for r in rows if any(r[c] for c in present)]
     lines = [f"{output}: {len(rows)} videos, {len(predicted)} with predictions "
              f"({summary.predicted} run now, {summary.skipped} skipped as already predicted); "
              f"stages {' -> '.join(summary.stages)}"]
-    missing = {k.removeprefix("present_"): sum(not r[k] for r in predicted) for k in rows[0] if k.startswith("present_")} \
-        if rows else {}
+    missing = {c.removeprefix("present_"): sum(not r[c] for r in predicted) for c in present}
     if any(missing.values()):
         lines.append("predicted without: " + ", ".join(f"{m} {n}" for m, n in missing.items() if n))
-    if predicted and "emotion" in predicted[0]:
-        counts: dict[str, int] = {}
-        for r in predicted:
-            counts[r["emotion"]] = counts.get(r["emotion"], 0) + 1
-        lines.append("emotion: " + ", ".join(f"{e} {n}" for e, n in sorted(counts.items(), key=lambda x: -x[1])))
-    if predicted and "pt_openness" in predicted[0]:
+    if predicted and "emotion" in summary.table.column_names:
+        counts = Counter(r["emotion"] for r in predicted)
+        lines.append("emotion: " + ", ".join(f"{e} {n}" for e, n in counts.most_common()))
+    if predicted and "pt_openness" in summary.table.column_names:
         lines.append("traits (mean): " + ", ".join(
             f"{t} {sum(r[f'pt_{t}'] for r in predicted) / len(predicted):.2f}" for t in PT_TRAITS))
-    if predicted and "ah_label" in predicted[0]:
+    if predicted and "ah_label" in summary.table.column_names:
         lines.append(f"ambivalence/hesitancy present: {sum(r['ah_label'] == 'presence' for r in predicted)}"
                      f"/{len(predicted)}")
     if summary.failures:

@@ -158,7 +158,7 @@ def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_di
     config = tmp_path / "here.yaml"  # where this machine keeps the models; small actors for the 1-CPU head
     config.write_text(yaml.safe_dump({
         "video_encoder": {"local_dir": str(tiny_clip_dir)}, "audio_encoder": {"local_dir": str(tiny_clap_dir)},
-        "resources": {s: {"num_cpus": 0.15} for s in ("decode", "faces", "video", "audio", "predict")}}))
+        "resources": {s: {"num_cpus": 0.1} for s in ("decode", "faces", "video", "audio", "predict")}}))
     job = subprocess.run(
         [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
          "python", "ray_jobs/predict.py", "--checkpoint", str(checkpoint), str(videos / "face.mp4"),
