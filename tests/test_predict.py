@@ -153,20 +153,24 @@ def test_checkpoint_without_recorded_extractors_needs_a_config(checkpoint, video
 
 
 def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_dir, tiny_clap_dir, head):
-    """The same command on the loopback cluster (``head`` stops this module's local Ray: keep this test last)."""
+    """The same command on the loopback cluster, on a manifest CSV mapped as in extraction
+    (``head`` stops this module's local Ray: keep this test last)."""
     _, dashboard = head
-    config = tmp_path / "here.yaml"  # where this machine keeps the models; small actors for the 1-CPU head
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text(f"clip,file\ninterview_1,{videos / 'face.mp4'}\ninterview_2,{videos / 'empty.mp4'}\n")
+    config = tmp_path / "here.yaml"  # the CSV's columns, where this machine keeps the models, small actors
     config.write_text(yaml.safe_dump({
+        "columns": {"sample_id": "{clip}", "video": "file"},
         "video_encoder": {"local_dir": str(tiny_clip_dir)}, "audio_encoder": {"local_dir": str(tiny_clap_dir)},
         "resources": {s: {"num_cpus": 0.1} for s in ("decode", "faces", "video", "audio", "predict")}}))
     job = subprocess.run(
         [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
-         "python", "ray_jobs/predict.py", "--checkpoint", str(checkpoint), str(videos / "face.mp4"),
-         str(videos / "empty.mp4"), "--output", str(tmp_path / "out"), "--config", str(config)],
+         "python", "ray_jobs/predict.py", "--checkpoint", str(checkpoint), str(manifest),
+         "--output", str(tmp_path / "out"), "--config", str(config)],
         env={**ENV, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
     )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    assert "succeeded" in job.stdout and "2 videos, 1 with predictions" in job.stdout
+    assert "succeeded" in job.stdout and "2 videos, 1 with predictions" in job.stdout, job.stdout[-3000:]
     rows = {r["sample_id"]: r for r in pq.read_table(tmp_path / "out" / f"{PREDICTIONS}.parquet").to_pylist()}
-    assert rows["face"]["errors"] == "" and rows["face"]["emotion"] in EMO_CLASSES
-    assert rows["empty"]["errors"].startswith("decode:")
+    assert rows["interview_1"]["errors"] == "" and rows["interview_1"]["emotion"] in EMO_CLASSES
+    assert rows["interview_2"]["errors"].startswith("decode:")
