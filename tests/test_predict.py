@@ -16,7 +16,8 @@ from model_fixtures import tiny_clap_dir, tiny_clip_dir  # noqa: F401  (session 
 from test_cluster import ENV, RAY, ROOT, head  # noqa: F401  (the loopback Ray head fixture)
 
 from extraction.config import ExtractionConfig
-from extraction.predict import PREDICTIONS, configured_modalities
+from extraction.pipeline import modality_info
+from extraction.predict import PREDICTIONS, configured_modalities, predict_config, setting_differences
 from ray_jobs import predict as predict_job
 from scd_core.checkpoint import ModelSpec, build_model, load_spec, save_checkpoint
 from scd_core.config import build_config
@@ -152,6 +153,27 @@ def test_checkpoint_without_recorded_extractors_needs_a_config(checkpoint, video
     assert "give the extraction config" in capsys.readouterr().err
 
 
+def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_path):
+    """Behaviour from the VLM's description: the checkpoint's entries rebuild the describer and
+    transcriber (not the extracting machine's model folders); a changed prompt is named."""
+    extracted = ExtractionConfig.model_validate({
+        "sources": [{"corpus": "mosei", "split": "train", "videos": "."}], "modalities": ["text", "behavior"],
+        "transcriber": {"name": "whisper", "local_dir": "/elsewhere/whisper"},
+        "describer": {"vlm": "internvl2.5-4b", "prompt": "short", "local_dir": "/elsewhere/internvl"}})
+    roberta = {"name": "emoroberta", "model_id": "michellejieli/emotion_text_classifier", "revision": "abc",
+               "fingerprint": "f" * 16, "dim": 64, "settings": {"max_length": 64}}
+    store = {m: modality_info(extracted, m, roberta) for m in ("text", "behavior")}
+    spec = ModelSpec(build_config({**SMALL, "data": {"modalities": ["text", "behavior"]}}), {"text": 64, "behavior": 64},
+                     ["emo", "pt", "ah"], store)
+    cfg = predict_config(spec, [str(tmp_path)], tmp_path / "out", {"describer": {"local_dir": "/here/internvl"}})
+    assert (cfg.describer.vlm, cfg.describer.prompt, cfg.describer.local_dir) == ("internvl2.5-4b", "short",
+                                                                                  "/here/internvl")
+    assert cfg.transcriber.local_dir is None and cfg.text_encoder.name == "emoroberta" and cfg.modalities == [
+        "text", "behavior"]
+    assert setting_differences(spec, cfg) == []
+    changed = predict_config(spec, [str(tmp_path)], tmp_path / "out", {"describer": {"prompt": "full"}})
+    assert setting_differences(spec, changed) == ["describer.prompt: trained with 'short', here 'full'"]
+
 def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_dir, tiny_clap_dir, head):
     """The same command on the loopback cluster, on a manifest CSV mapped as in extraction
     (``head`` stops this module's local Ray: keep this test last)."""
@@ -174,3 +196,4 @@ def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_di
     rows = {r["sample_id"]: r for r in pq.read_table(tmp_path / "out" / f"{PREDICTIONS}.parquet").to_pylist()}
     assert rows["interview_1"]["errors"] == "" and rows["interview_1"]["emotion"] in EMO_CLASSES
     assert rows["interview_2"]["errors"].startswith("decode:")
+
