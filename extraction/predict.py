@@ -41,7 +41,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from extraction.config import ExtractionConfig, Source
+from extraction.config import ExtractionConfig
 from extraction.manifest import VIDEO_SUFFIXES, ManifestError, read_source
 from extraction.pipeline import map_stage, modality_info, plan_stages, source_item, stage_dataset
 from extraction.stages import from_bytes

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     parser.add_argument("inputs", nargs="+", help="video files, folders of videos, manifest CSVs; then key=value")
     parser.add_argument("--output", default="predictions", help="output folder (default: predictions)")
-    parser.add_argument("--config", help="extraction YAML: model locations, device, resources (its sources are ignored)")
+    parser.add_argument("--config",
+                        help="extraction YAML: model locations, device, resources, columns (its sources are ignored)")
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="predict even when the extractors differ from the training ones (warns in every row)")
     parser.add_argument("--tracking-uri", help="for --model: default $MLFLOW_TRACKING_URI or the local store")

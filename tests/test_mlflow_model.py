@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
-from mlflow.exceptions import MlflowException
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from test_cluster import free_port
 
 from scd_core.checkpoint import ModelSpec, build_model, load_model, save_checkpoint

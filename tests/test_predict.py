@@ -163,8 +163,8 @@ def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_pa
     roberta = {"name": "emoroberta", "model_id": "michellejieli/emotion_text_classifier", "revision": "abc",
                "fingerprint": "f" * 16, "dim": 64, "settings": {"max_length": 64}}
     store = {m: modality_info(extracted, m, roberta) for m in ("text", "behavior")}
-    spec = ModelSpec(build_config({**SMALL, "data": {"modalities": ["text", "behavior"]}}), {"text": 64, "behavior": 64},
-                     ["emo", "pt", "ah"], store)
+    cfg = build_config({**SMALL, "data": {"modalities": ["text", "behavior"]}})
+    spec = ModelSpec(cfg, {"text": 64, "behavior": 64}, ["emo", "pt", "ah"], store)
     cfg = predict_config(spec, [str(tmp_path)], tmp_path / "out", {"describer": {"local_dir": "/here/internvl"}})
     assert (cfg.describer.vlm, cfg.describer.prompt, cfg.describer.local_dir) == ("internvl2.5-4b", "short",
                                                                                   "/here/internvl")
@@ -173,6 +173,7 @@ def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_pa
     assert setting_differences(spec, cfg) == []
     changed = predict_config(spec, [str(tmp_path)], tmp_path / "out", {"describer": {"prompt": "full"}})
     assert setting_differences(spec, changed) == ["describer.prompt: trained with 'short', here 'full'"]
+
 
 def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_dir, tiny_clap_dir, head):
     """The same command on the loopback cluster, on a manifest CSV mapped as in extraction

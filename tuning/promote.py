@@ -46,7 +46,8 @@ def promote(tracking: Tracking, run_id: str, export_dir: str | Path | None = Non
     if not any(f.path == "checkpoint" for f in client.list_artifacts(run_id)):
         raise LookupError(f"run {run_id} has no 'checkpoint' artifact (did any epoch finish?)")
     if client.search_registered_models(f"name = '{model_name}'") == []:
-        client.create_registered_model(model_name, description="SCD-MMPSR MCDM: pyfunc models over safetensors checkpoints")
+        client.create_registered_model(model_name,
+                                       description="SCD-MMPSR MCDM: pyfunc models over safetensors checkpoints")
     mlflow.set_tracking_uri(tracking.uri)
     tags = {k: v for k, v in run.data.tags.items() if k in ("sweep", "trial_id", "git_commit", "manifest_hash")}
     with tempfile.TemporaryDirectory(prefix="scd-promote-") as tmp:
