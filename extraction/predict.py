@@ -46,7 +46,7 @@ from extraction.manifest import VIDEO_SUFFIXES, ManifestError, read_source
 from extraction.pipeline import map_stage, modality_info, plan_stages, source_item, stage_dataset
 from extraction.stages import from_bytes
 from scd_core.checkpoint import ModelSpec, load_model, load_spec
-from scd_core.config import ConfigError, deep_merge, format_errors
+from scd_core.config import ConfigError, deep_merge, flatten, format_errors
 from scd_core.features import ModalityInfo
 from scd_core.inference import output_columns, predict_vectors
 from scd_core.tasks import feature_column
@@ -217,20 +217,10 @@ def setting_differences(spec: ModelSpec, cfg: ExtractionConfig) -> list[str]:
     overrides), "field: trained ..., here ..." each; found without loading any model."""
     if not made_by_pipeline(spec.store_modalities):
         return []
-    here = _flat(cfg.model_dump())
-    recorded = _flat({k: v for k, v in recorded_values(spec.store_modalities).items() if k != "modalities"})
+    here = flatten(cfg.model_dump())
+    recorded = flatten({k: v for k, v in recorded_values(spec.store_modalities).items() if k != "modalities"})
     return [f"{key}: trained with {value!r}, here {here.get(key)!r}"
             for key, value in recorded.items() if here.get(key) != value]
-
-
-def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def extractor_differences(spec: ModelSpec, configured: Mapping[str, ModalityInfo]) -> tuple[list[str], list[str]]:
@@ -245,7 +235,7 @@ def extractor_differences(spec: ModelSpec, configured: Mapping[str, ModalityInfo
              for m, info in configured.items() if info.dim != spec.modality_dims[m]]
     others = []
     for m, recorded in (spec.store_modalities or {}).items():
-        trained, here = _flat(asdict(recorded)), _flat(asdict(configured[m]))
+        trained, here = flatten(asdict(recorded)), flatten(asdict(configured[m]))
         for key in sorted(set(trained) | set(here)):
             if key.removeprefix("settings.") in LOCAL_SETTINGS or key == "dim":
                 continue
