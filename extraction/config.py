@@ -163,7 +163,8 @@ class StageResources(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
-STAGES = ("decode", "faces", "video", "audio", "transcribe", "describe", "text", "scene")
+# "predict": the model stage that ray_jobs/predict.py appends to the extraction stages.
+STAGES = ("decode", "faces", "video", "audio", "transcribe", "describe", "text", "scene", "predict")
 # Which kind of encoder each modality takes; behaviour takes either (see ExtractionConfig.behavior_from).
 ENCODER_MODALITIES = {"video_encoder": ("image",), "audio_encoder": ("audio",), "text_encoder": ("text",),
                       "behavior_encoder": ("text", "image")}

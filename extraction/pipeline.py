@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from extraction.config import ExtractionConfig
+from extraction.config import ExtractionConfig, StageResources
 from extraction.manifest import read_sources
 from extraction.stages import STAGE_CLASSES, from_bytes
 from scd_core.features import FeatureStoreWriter, ModalityInfo
@@ -121,6 +121,27 @@ def _read_parts(output: Path) -> dict[tuple[str, str], pa.Table]:
     return tables
 
 
+def modality_info(cfg: ExtractionConfig, modality: str, info: dict[str, Any]) -> ModalityInfo:
+    """The manifest entry of ``modality``: its encoder's ``ModelInfo`` (as a dict) and the
+    run's settings that shape its features (frames, face pipeline, transcriber, describer)."""
+    settings: dict[str, Any] = {"encoder": info["name"], **info["settings"]}
+    if modality == "video":
+        settings.update(max_frame_side=cfg.max_frame_side, faces="mediapipe")
+    if modality == "text":
+        settings["transcriber"] = cfg.transcriber.model_dump()
+    if modality == "behavior":
+        settings["source"] = cfg.behavior_from
+        if cfg.behavior_from == "description":
+            settings["describer"] = cfg.describer.model_dump()
+        else:
+            settings["max_frame_side"] = cfg.max_frame_side
+    from_frames = modality == "video" or (modality == "behavior" and cfg.behavior_from == "frames")
+    return ModalityInfo(
+        encoder=info["model_id"], dim=info["dim"], revision=info["revision"], fingerprint=info["fingerprint"],
+        frames=cfg.frames if from_frames else None,
+        sampling_rate=48000 if modality == "audio" else None, settings=settings)
+
+
 def modality_infos(cfg: ExtractionConfig, tables: dict[tuple[str, str], pa.Table]) -> dict[str, ModalityInfo]:
     """Manifest entries from the encoder info the feature stages stamped on their rows.
 
@@ -135,23 +156,7 @@ def modality_infos(cfg: ExtractionConfig, tables: dict[tuple[str, str], pa.Table
                              "extract into a new output")
         if not seen:
             raise ValueError(f"{cfg.output}: no sample reached the {modality} encoder; nothing to describe it by")
-        info = json.loads(seen.pop())
-        settings: dict[str, Any] = {"encoder": info["name"], **info["settings"]}
-        if modality == "video":
-            settings.update(max_frame_side=cfg.max_frame_side, faces="mediapipe")
-        if modality == "text":
-            settings["transcriber"] = cfg.transcriber.model_dump()
-        if modality == "behavior":
-            settings["source"] = cfg.behavior_from
-            if cfg.behavior_from == "description":
-                settings["describer"] = cfg.describer.model_dump()
-            else:
-                settings["max_frame_side"] = cfg.max_frame_side
-        from_frames = modality == "video" or (modality == "behavior" and cfg.behavior_from == "frames")
-        infos[modality] = ModalityInfo(
-            encoder=info["model_id"], dim=info["dim"], revision=info["revision"], fingerprint=info["fingerprint"],
-            frames=cfg.frames if from_frames else None,
-            sampling_rate=48000 if modality == "audio" else None, settings=settings)
+        infos[modality] = modality_info(cfg, modality, json.loads(seen.pop()))
     return infos
 
 
@@ -199,6 +204,32 @@ def consolidate(cfg: ExtractionConfig, source: str) -> Summary:
     return summary
 
 
+def source_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``read_sources`` row as the pipeline's first columns: ids, inputs, labels, no errors yet."""
+    return {"sample_id": row["sample_id"], "corpus": row["corpus"], "split": row["split"], "video": row["video"],
+            "transcript": row["transcript"], "has_transcript": row["has_transcript"],
+            "description": row["description"], "has_description": row["has_description"], "errors": "[]",
+            **{c: row["labels"].get(c, np.nan) for c in LABEL_COLUMNS}}
+
+
+def stage_dataset(cfg: ExtractionConfig, items: list[dict[str, Any]], stages: list[str]):
+    """``items`` (``source_item`` rows) through ``stages``, each an actor pool with the
+    resources ``cfg.resources`` gives it: a lazy ``ray.data.Dataset``."""
+    import ray
+
+    ds = ray.data.from_items(items)
+    for name in stages:
+        ds = map_stage(ds, STAGE_CLASSES[name], (cfg,), cfg.stage(name))
+    return ds
+
+
+def map_stage(ds, stage_class: type, args: tuple, res: StageResources):
+    """``ds`` mapped by ``stage_class(*args)`` (a callable on numpy batches) on an actor pool
+    of ``res.concurrency`` actors with ``res``'s CPUs, GPUs and batch size."""
+    return ds.map_batches(stage_class, fn_constructor_args=args, batch_format="numpy", batch_size=res.batch_size,
+                          concurrency=res.concurrency, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
+
+
 def run_extraction(cfg: ExtractionConfig, progress: bool = True) -> Summary:
     """Extract every source of ``cfg`` into ``cfg.output``; see the module docstring."""
     import ray
@@ -214,16 +245,7 @@ def run_extraction(cfg: ExtractionConfig, progress: bool = True) -> Summary:
         if not ray.is_initialized():
             ray.init()
         ray.data.DataContext.get_current().enable_progress_bars = progress
-        items = [{"sample_id": r["sample_id"], "corpus": r["corpus"], "split": r["split"], "video": r["video"],
-                  "transcript": r["transcript"], "has_transcript": r["has_transcript"],
-                  "description": r["description"], "has_description": r["has_description"], "errors": "[]",
-                  **{c: r["labels"].get(c, np.nan) for c in LABEL_COLUMNS}} for r in todo]
-        ds = ray.data.from_items(items)
-        for name in stages:
-            res = cfg.stage(name)
-            ds = ds.map_batches(STAGE_CLASSES[name], fn_constructor_args=(cfg,), batch_format="numpy",
-                                batch_size=res.batch_size, concurrency=res.concurrency,
-                                num_cpus=res.num_cpus, num_gpus=res.num_gpus)
+        ds = stage_dataset(cfg, [source_item(r) for r in todo], stages)
         for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
             _write_parts(_part_table(batch, modalities), output)
     summary = consolidate(cfg, source=f"extraction: stages {stages}")

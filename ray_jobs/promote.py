@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"registered {done.model_name} version {done.version} (run {done.run_id}) as @{ALIAS}")
     print(f"exported checkpoint: {done.export_dir}")
     print(f"evaluate: python ray_jobs/evaluate.py --model models:/{done.model_name}@{ALIAS} --tracking-uri {tracking.uri}")
+    print(f"predict:  python ray_jobs/predict.py --model models:/{done.model_name}@{ALIAS} --tracking-uri {tracking.uri} "
+          "VIDEOS --output predictions")
+    print(f"serve:    MLFLOW_TRACKING_URI={tracking.uri} mlflow models serve -m models:/{done.model_name}@{ALIAS} "
+          "--env-manager local --host 127.0.0.1 --port 5001")
     return 0
 
 

@@ -3,7 +3,10 @@
 A checkpoint is a directory:
 
 * ``model.safetensors``: the MCDM weights;
-* ``config.json``: the experiment config, modality input sizes and tasks (enough to rebuild);
+* ``config.json``: the experiment config, modality input sizes and tasks (enough to rebuild),
+  and what the training store's manifest recorded about each modality's extractor
+  (``store_modalities``: encoder, fingerprint, frames, settings; absent in checkpoints
+  written before it existed), so that prediction can rebuild the same extraction;
 * ``optimizer.safetensors`` + ``state.json`` (training checkpoints only): optimiser tensors,
   and as JSON the optimiser's scalar state and param groups, the scheduler, both GradNorm
   branches, the early-stopping counters and the epoch history;
@@ -20,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,28 +32,36 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from scd_core.config import ExperimentConfig, build_config
+from scd_core.features.schema import ModalityInfo
 
 FORMAT_VERSION = 1
 
 
 @dataclass
 class ModelSpec:
-    """What it takes to rebuild a model: the config and the data's shape."""
+    """What it takes to rebuild a model: the config and the data's shape; and how its
+    features were made (``store_modalities``: the training store's manifest entries of the
+    model's modalities, None when unknown)."""
 
     config: ExperimentConfig
     modality_dims: dict[str, int]
     tasks: list[str]
+    store_modalities: dict[str, ModalityInfo] | None = None
 
     def to_json(self) -> str:
+        store = None if self.store_modalities is None else {m: asdict(i) for m, i in self.store_modalities.items()}
         return json.dumps({"format_version": FORMAT_VERSION, "experiment": self.config.to_dict(),
-                           "modality_dims": self.modality_dims, "tasks": self.tasks}, indent=2)
+                           "modality_dims": self.modality_dims, "tasks": self.tasks, "store_modalities": store},
+                          indent=2)
 
     @classmethod
     def from_json(cls, text: str, where: Path) -> "ModelSpec":
         raw = json.loads(text)
         if raw.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{where}: checkpoint format {raw.get('format_version')!r}, expected {FORMAT_VERSION}")
-        return cls(build_config(raw["experiment"]), dict(raw["modality_dims"]), list(raw["tasks"]))
+        store = raw.get("store_modalities")
+        return cls(build_config(raw["experiment"]), dict(raw["modality_dims"]), list(raw["tasks"]),
+                   None if store is None else {m: ModalityInfo(**info) for m, info in store.items()})
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

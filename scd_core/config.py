@@ -8,7 +8,7 @@ value raises ``ConfigError`` naming the field and the allowed range or choices.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -270,6 +270,18 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"key {key!r} conflicts with another key setting {part!r}")
         node[leaf] = value
     return nested
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"hidden_dim": 256}}`` -> ``{"model.hidden_dim": 256}`` (the inverse of ``nest``)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def with_overrides(cfg: ExperimentConfig, flat: dict[str, Any]) -> ExperimentConfig:

@@ -30,7 +30,7 @@ from scd_core.batching import epoch_batches
 from scd_core.checkpoint import ModelSpec, build_model, load_training_state, load_training_tensors, save_checkpoint
 from scd_core.config import ExperimentConfig
 from scd_core.evaluation import METRICS, dev_score, evaluate
-from scd_core.features import CorpusTensors, Manifest, concat, load_split
+from scd_core.features import CorpusTensors, Manifest, ModalityInfo, concat, load_split
 from scd_core.gradnorm import GradNorm
 from scd_core.losses import supervised_losses
 from scd_core.model import SharedState
@@ -66,6 +66,7 @@ class TrainingData:
     dev: dict[str, CorpusTensors]
     modality_dims: dict[str, int]
     manifest_digest: str
+    store_modalities: dict[str, ModalityInfo] | None = None  # the manifest's entries of the config's modalities
     dev_without: dict[str, CorpusTensors] = field(default_factory=dict)
 
 
@@ -119,6 +120,7 @@ def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.de
                      if c in dev} if cfg.data.select_without else {},
         modality_dims={m: manifest.modalities[m].dim for m in cfg.data.modalities},
         manifest_digest=manifest.digest(),
+        store_modalities={m: manifest.modalities[m] for m in cfg.data.modalities},
     )
 
 
@@ -166,7 +168,7 @@ class Trainer:
         self.device = data.train.device
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.tasks = list(cfg.data.tasks)
-        self.spec = ModelSpec(cfg, data.modality_dims, self.tasks)
+        self.spec = ModelSpec(cfg, data.modality_dims, self.tasks, data.store_modalities)
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
         self.shared = self.model.shared_parameters()

@@ -10,6 +10,7 @@ import torch
 from scd_core.checkpoint import load_model
 from scd_core.config import load_config
 from scd_core.evaluation import TASK_METRICS, dev_score, evaluate, predict
+from scd_core.features import Manifest
 from scd_core.trainer import NonFiniteLossError, Trainer, load_training_data
 
 SMALL = ["model.hidden_dim=64", "model.out_features=64", "optim.lr=1e-3", "optim.early_stopping_patience=0"]
@@ -66,7 +67,7 @@ def test_resume_matches_uninterrupted_run(small_data, tmp_path):
     assert full.history[-1].metrics == resumed.history[-1].metrics
 
 
-def test_checkpoint_is_safetensors_and_json(small_data, tmp_path):
+def test_checkpoint_is_safetensors_and_json(small_data, tmp_path, demo_store):
     cfg, data = small_data
     trainer = Trainer(cfg, data, tmp_path)
     trainer.fit(epochs=1)
@@ -76,6 +77,8 @@ def test_checkpoint_is_safetensors_and_json(small_data, tmp_path):
     assert state["epoch"] == 0 and state["gradnorm"]["sup"]["names"] == ["emo", "pt", "ah"]
     model, spec = load_model(tmp_path / "last")
     assert spec.config == cfg and spec.tasks == ["emo", "pt", "ah"]
+    # The training store's manifest entries travel with the model (prediction rebuilds the extraction).
+    assert spec.store_modalities == Manifest.read(demo_store).modalities
     mosei = data.dev["mosei"]
     expected = predict(trainer.model, mosei)["emo"]
     assert torch.allclose(predict(model, mosei)["emo"], expected)

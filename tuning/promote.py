@@ -1,8 +1,11 @@
-"""Promotion: a trial's best checkpoint becomes a registered model version with alias
-``champion`` and an exported checkpoint directory (safetensors + config JSON)."""
+"""Promotion: a trial's best checkpoint becomes an MLflow model (``tuning.mlflow_model``: a
+pyfunc with a signature, the checkpoint inside) logged to the trial's run, registered as a
+new version with alias ``champion``, and an exported checkpoint directory (safetensors +
+config JSON)."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import mlflow
 
 from tuning.leaderboard import build_leaderboard
+from tuning.mlflow_model import checkpoint_dir, log_mlflow_model
 from tuning.tracking import Tracking
 
 MODEL_NAME = "scd-mmpsr"
@@ -35,25 +39,32 @@ def choose_run(tracking: Tracking, sweep: str, by: str = "mean_rank") -> str:
 
 def promote(tracking: Tracking, run_id: str, export_dir: str | Path | None = None,
             model_name: str = MODEL_NAME) -> Promotion:
-    """Register ``runs:<run_id>/checkpoint`` as a new version of ``model_name`` aliased ``champion``."""
+    """Log ``runs:<run_id>/checkpoint`` as an MLflow model into that run, register it as a new
+    version of ``model_name`` aliased ``champion``, and export the checkpoint directory."""
     client = tracking.client()
     run = client.get_run(run_id)
     if not any(f.path == "checkpoint" for f in client.list_artifacts(run_id)):
         raise LookupError(f"run {run_id} has no 'checkpoint' artifact (did any epoch finish?)")
     if client.search_registered_models(f"name = '{model_name}'") == []:
-        client.create_registered_model(model_name, description="SCD-MMPSR MCDM checkpoints (safetensors + config)")
-    tags = {k: v for k, v in run.data.tags.items() if k in ("sweep", "trial_id", "git_commit", "manifest_hash")}
-    version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/checkpoint",
-                                          run_id=run_id, tags=tags)
-    client.set_registered_model_alias(model_name, ALIAS, version.version)
-    export = Path(export_dir or f"runs/promoted/{model_name}-v{version.version}")
-    export.mkdir(parents=True, exist_ok=True)
+        client.create_registered_model(model_name,
+                                       description="SCD-MMPSR MCDM: pyfunc models over safetensors checkpoints")
     mlflow.set_tracking_uri(tracking.uri)
-    mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version.version}", dst_path=str(export))
+    tags = {k: v for k, v in run.data.tags.items() if k in ("sweep", "trial_id", "git_commit", "manifest_hash")}
+    with tempfile.TemporaryDirectory(prefix="scd-promote-") as tmp:
+        checkpoint = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint", dst_path=tmp)
+        mlflow.start_run(run_id=run_id)
+        try:
+            logged = log_mlflow_model(checkpoint)
+        finally:
+            mlflow.end_run(run.info.status)  # the trial's status stays what it was
+        version = mlflow.register_model(logged.model_uri, model_name, tags=tags)
+        client.set_registered_model_alias(model_name, ALIAS, version.version)
+        export = Path(export_dir or f"runs/promoted/{model_name}-v{version.version}")
+        shutil.copytree(checkpoint, export, dirs_exist_ok=True)
     return Promotion(model_name, version.version, run_id, export)
 
 
 def fetch_model(uri: str, tracking: Tracking) -> Path:
-    """Download a ``models:/name@alias`` (or ``models:/name/version``) checkpoint; returns its directory."""
+    """Download a ``models:/name@alias`` (or ``models:/name/version``); returns its checkpoint directory."""
     mlflow.set_tracking_uri(tracking.uri)
-    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp(prefix="scd-model-")))
+    return checkpoint_dir(mlflow.artifacts.download_artifacts(uri, dst_path=tempfile.mkdtemp(prefix="scd-model-")))

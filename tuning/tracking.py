@@ -19,6 +19,8 @@ from typing import Any, Mapping
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from scd_core.config import flatten
+
 EXPERIMENT = "scd-mmpsr"
 PARENT, CHILD = "sweep", "trial"
 # MLflow 3's UI opens an experiment on its GenAI overview unless it is told it holds
@@ -116,17 +118,6 @@ def child_run(tracking: Tracking, sweep: str, trial_id: str) -> Any:
     client = tracking.client()
     return _one_run(client, tracking.experiment_id(client),
                     f"tags.sweep = '{sweep}' and tags.role = '{CHILD}' and tags.trial_id = '{trial_id}'")
-
-
-def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 class TrialRun:

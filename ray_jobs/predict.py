@@ -1,0 +1,110 @@
+"""Predict emotions, Big Five traits and ambivalence/hesitancy for new videos.
+
+    python ray_jobs/predict.py --model models:/scd-mmpsr@champion videos/ --output predictions/
+    python ray_jobs/predict.py --checkpoint runs/mcdm2/best clip.mp4 more.csv columns.video=path \\
+        video_encoder.local_dir=/models/clip
+    ray job submit --working-dir . -- python ray_jobs/predict.py --model models:/scd-mmpsr@champion \\
+        /shared/videos --output /shared/predictions --tracking-uri http://HEAD:5000
+
+Inputs are video files, folders of videos and manifest CSVs (``columns.*=`` maps the CSV's
+columns as in extraction). The extraction stages are the ones the model's training store
+was built with (recorded in the checkpoint); ``--config`` (an extraction YAML) and
+``key=value`` overrides say where models live and what runs where (``local_dir``,
+``device``, ``resources.<stage>``, ``resources.predict`` for the model stage). A run whose
+extractors differ from the recorded ones stops before any work unless ``--allow-mismatch``.
+Writes OUTPUT/predictions.parquet and .csv (one row per video); a rerun skips videos
+already predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+# A local Ray (no cluster address) listens on 127.0.0.1 only; Ray reads this at import time.
+if not os.environ.get("RAY_ADDRESS") and not any(a.startswith("--address") for a in sys.argv):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray  # noqa: E402
+import yaml  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from extraction.manifest import ManifestError  # noqa: E402
+from extraction.predict import PREDICTIONS, PredictError, PredictionSummary, run_prediction  # noqa: E402
+from scd_core.config import ConfigError, deep_merge, parse_overrides  # noqa: E402
+from scd_core.tasks import PT_TRAITS  # noqa: E402
+
+
+def summarize(summary: PredictionSummary, output: str) -> str:
+    """A few lines for the terminal: counts, what was predicted, failures, the warning."""
+    rows = summary.table.to_pylist()
+    present = [c for c in summary.table.column_names if c.startswith("present_")]
+    predicted = [r for r in rows if any(r[c] for c in present)]
+    lines = [f"{output}: {len(rows)} videos, {len(predicted)} with predictions "
+             f"({summary.predicted} run now, {summary.skipped} skipped as already predicted); "
+             f"stages {' -> '.join(summary.stages)}"]
+    missing = {c.removeprefix("present_"): sum(not r[c] for r in predicted) for c in present}
+    if any(missing.values()):
+        lines.append("predicted without: " + ", ".join(f"{m} {n}" for m, n in missing.items() if n))
+    if predicted and "emotion" in summary.table.column_names:
+        counts = Counter(r["emotion"] for r in predicted)
+        lines.append("emotion: " + ", ".join(f"{e} {n}" for e, n in counts.most_common()))
+    if predicted and "pt_openness" in summary.table.column_names:
+        lines.append("traits (mean): " + ", ".join(
+            f"{t} {sum(r[f'pt_{t}'] for r in predicted) / len(predicted):.2f}" for t in PT_TRAITS))
+    if predicted and "ah_label" in summary.table.column_names:
+        lines.append(f"ambivalence/hesitancy present: {sum(r['ah_label'] == 'presence' for r in predicted)}"
+                     f"/{len(predicted)}")
+    if summary.failures:
+        lines.append("\nfailures:\n" + tabulate([[s, r, n] for (s, r), n in summary.failures.most_common()],
+                                                headers=["stage", "reason", "videos"]))
+    if summary.warning:
+        lines.append(f"\nWARNING: {summary.warning}")
+    lines.append(f"\ntable: {output}/{PREDICTIONS}.parquet and {output}/{PREDICTIONS}.csv")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="registered model URI, e.g. models:/scd-mmpsr@champion")
+    source.add_argument("--checkpoint", help="checkpoint directory (model.safetensors + config.json)")
+    parser.add_argument("inputs", nargs="+", help="video files, folders of videos, manifest CSVs; then key=value")
+    parser.add_argument("--output", default="predictions", help="output folder (default: predictions)")
+    parser.add_argument("--config",
+                        help="extraction YAML: model locations, device, resources, columns (its sources are ignored)")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="predict even when the extractors differ from the training ones (warns in every row)")
+    parser.add_argument("--tracking-uri", help="for --model: default $MLFLOW_TRACKING_URI or the local store")
+    parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS or a local Ray)")
+    args = parser.parse_intermixed_args(argv)
+    inputs = [a for a in args.inputs if "=" not in a]
+    overrides = [a for a in args.inputs if "=" in a]
+    try:
+        values = yaml.safe_load(Path(args.config).read_text()) or {} if args.config else {}
+        values = deep_merge(values, parse_overrides(overrides))
+    except (OSError, yaml.YAMLError, ConfigError) as err:
+        print(f"cannot read the extraction settings: {err}", file=sys.stderr)
+        return 2
+    checkpoint = args.checkpoint
+    if args.model:  # only this path needs MLflow
+        from tuning.promote import fetch_model
+        from tuning.tracking import Tracking
+
+        checkpoint = fetch_model(args.model, Tracking.resolve(args.tracking_uri))
+    if not ray.is_initialized():
+        ray.init(address=args.address or os.environ.get("RAY_ADDRESS"))
+    try:
+        summary = run_prediction(checkpoint, inputs, args.output, values, args.allow_mismatch)
+    except (PredictError, ConfigError, ManifestError) as err:
+        print(f"predict: {err}", file=sys.stderr)
+        return 2
+    print(summarize(summary, args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
