@@ -29,6 +29,7 @@ import yaml
 from scd_core.config import load_config
 from scd_core.synthetic import ensure_store
 from scd_core.trainer import Trainer, load_training_data, resolve_device
+from scd_core.yaml_io import parse_yaml, read_yaml
 from tuning.sweep import SweepSettings, run_sweep
 from tuning.tracking import Tracking
 
@@ -65,7 +66,7 @@ def sweep_epochs(space_overrides: dict, root: Path, work: Path, cpus: float) -> 
 
 
 def trials_per_hour(root: Path, work: Path, concurrent: int, cpus: int) -> float:
-    quick = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml").read_text())
+    quick = read_yaml(Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml")
     space = work / f"grid{concurrent}.yaml"
     space.write_text(yaml.safe_dump({"name": f"grid{concurrent}", "strategy": "grid", "fixed": {
         **quick["fixed"], "model.hidden_dim": 64, "optim.epochs": 3}, "parameters": {"model.dropout": [0.0, 0.1, 0.2, 0.3]}}))
@@ -87,7 +88,7 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     root = Path(args.features).resolve() if args.features else ensure_store(work / "paper", "paper")
     overrides = {"optim.epochs": args.epochs, "optim.early_stopping_patience": 0}
-    overrides.update({k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)})
+    overrides.update({k: parse_yaml(v) for k, v in (o.split("=", 1) for o in args.overrides)})
     cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
 
     bare = bare_epochs(cfg, root, work / "bare")

@@ -52,7 +52,6 @@ Combinations of grid values are not checked beforehand (a grid can be huge).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +61,7 @@ import yaml
 from pydantic import BaseModel
 
 from scd_core.config import ConfigError, ExperimentConfig, SearchConfig, load_config, with_overrides
+from scd_core.yaml_io import read_yaml
 
 __all__ = ["SpaceError", "Parameter", "SearchSpace", "load_space", "available_spaces", "SPACES_DIR",
            "STRATEGIES", "DISTRIBUTIONS", "VARIANT"]
@@ -78,17 +78,6 @@ _BOUNDS = {"uniform": ("low", "high"), "loguniform": ("low", "high"), "quniform"
 
 class SpaceError(ValueError):
     """A search space is invalid; the message names the file and the offending key."""
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-5`` as a float (PyYAML follows YAML 1.1, which
-    needs ``1.0e-5``; a string would otherwise pass the config's lax float parsing but
-    break baseline comparisons and Ray's numeric domains)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789")
-)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -496,7 +485,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if not path.exists() and path.suffix == "" and len(path.parts) == 1:
         path = SPACES_DIR / f"{path}.yaml"
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        data = read_yaml(path)
     except (OSError, yaml.YAMLError) as err:
         raise SpaceError(f"{path}: cannot read the search space: {err}") from None
     return SearchSpace.from_dict(data, source=str(path))
