@@ -10,16 +10,18 @@ failures by stage and reason, and seconds per stage.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-import ray
-from tabulate import tabulate
+from tuning.local_ray import keep_local_ray_on_loopback, start_ray
 
-from extraction.config import load_extraction_config
-from extraction.pipeline import ERRORS, run_extraction
-from scd_core.config import ConfigError
+keep_local_ray_on_loopback()  # before anything imports ray
+
+from tabulate import tabulate  # noqa: E402
+
+from extraction.config import load_extraction_config  # noqa: E402
+from extraction.pipeline import ERRORS, run_extraction  # noqa: E402
+from scd_core.config import ConfigError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    ray.init(address=args.address or os.environ.get("RAY_ADDRESS"))
+    start_ray(args.address)
     tic = time.perf_counter()
     summary = run_extraction(cfg)
     print(f"\n{cfg.output}: {sum(summary.rows.values())} rows written in {time.perf_counter() - tic:.1f} s"

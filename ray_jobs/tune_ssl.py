@@ -12,13 +12,11 @@ cluster. ``--resume --name NAME`` continues an interrupted sweep.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-# A local Ray (no cluster address) listens on 127.0.0.1 only: on Linux Ray otherwise binds
-# its services to the machine's network address. Ray reads this at import time.
-if not os.environ.get("RAY_ADDRESS") and not any(a.startswith("--address") for a in sys.argv):
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+from tuning.local_ray import keep_local_ray_on_loopback
+
+keep_local_ray_on_loopback()  # before anything imports ray
 
 from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
 

@@ -6,13 +6,19 @@ message naming the place, the MLflow state, the listening sockets, the files kep
 
 import hashlib
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Subprocesses import this checkout (a script's own folder, not the working directory, leads
+# sys.path), and get no loopback setting from conftest: the entry points must set it themselves.
+ENV = {**{k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+       "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 TINY = ["model.hidden_dim=16", "model.out_features=16", "model.num_heads=2", "optim.epochs=1", "optim.batch_size=512"]
 
 
@@ -54,3 +60,54 @@ def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, demo_store, caps
 
     assert main([*args, "--overwrite"]) == 0
     assert set(digest(out)) == set(before)
+
+
+# ----------------------------------------------------------------- 2. local Ray on loopback
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+
+
+def run_watching_sockets(cmd: list[str], log: Path) -> tuple[int, str, set[tuple[str, int, str]]]:
+    """Run an entry point; returns its exit code, output, and every (address, port, process)
+    on which it or a process it started (its local Ray) listened while it ran."""
+    import psutil
+
+    seen: set[tuple[str, int, str]] = set()
+    with open(log, "w") as out:  # a file, not a pipe nobody reads while polling
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None:
+                try:
+                    family = {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+                    for conn in psutil.net_connections("inet"):
+                        if conn.status == psutil.CONN_LISTEN and conn.pid in family:
+                            seen.add((conn.laddr.ip, conn.laddr.port, psutil.Process(conn.pid).name()))
+                except psutil.Error:  # a process ended while we looked
+                    pass
+                try:
+                    proc.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return proc.returncode, log.read_text(), seen
+
+
+REAL_TEXT = ROOT.parent / "shared" / "data" / "real_text"
+
+
+@pytest.mark.skipif(not REAL_TEXT.exists(), reason=f"{REAL_TEXT} is absent")
+def test_extraction_local_ray_listens_on_loopback_only(tmp_path):
+    config = tmp_path / "extract.yaml"
+    config.write_text(yaml.safe_dump({
+        "output": str(tmp_path / "store"), "data_root": str(REAL_TEXT), "modalities": ["text", "behavior"],
+        "text_encoder": {"name": "minilm"}, "behavior_encoder": {"name": "minilm"},
+        "sources": [{"corpus": "bah", "manifest": "bah_dev.csv", "split": "dev", "limit": 4,
+                     "columns": {"transcript": "text", "description": "text_llm", "labels": {"ah": "presence_full"}}}],
+    }))
+    code, out, sockets = run_watching_sockets(
+        [sys.executable, "ray_jobs/extract_features.py", "--config", str(config)], tmp_path / "log")
+    assert code == 0, out[-3000:]
+    assert {name for _, _, name in sockets} >= {"gcs_server", "raylet"}, sockets  # the local Ray was seen
+    assert {(ip, port, name) for ip, port, name in sockets if ip not in LOOPBACK} == set()

@@ -9,13 +9,11 @@ checkpoint, and every trial keeps its MLflow run.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -30,6 +28,7 @@ from scd_core.features import Manifest
 from scd_core.synthetic import ensure_store
 from scd_core.trainer import load_eval_splits
 from tuning.leaderboard import publish_leaderboard, view_path
+from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, load_space
 from tuning.tracking import Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
 from tuning.trial import TrialContext, run_trial
@@ -136,8 +135,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         "space": space.name, "strategy": strategy, "git_commit": git_commit(),
         "manifest_hash": manifest.digest(), "features": str(features), **package_versions(),
     })
-    if not ray.is_initialized():
-        ray.init(address=settings.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    start_ray(settings.address, log_to_driver=True)
 
     # Settings applied after the space's values, so the command line wins (e.g. --epochs).
     cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
