@@ -111,3 +111,48 @@ def test_extraction_local_ray_listens_on_loopback_only(tmp_path):
     assert code == 0, out[-3000:]
     assert {name for _, _, name in sockets} >= {"gcs_server", "raylet"}, sockets  # the local Ray was seen
     assert {(ip, port, name) for ip, port, name in sockets if ip not in LOOPBACK} == set()
+
+
+# ------------------------------------------- 2, 3, 6. a sweep whose every trial fails, on loopback
+
+def mlflow_runs(uri: str, sweep: str, role: str):
+    from tuning.tracking import Tracking
+
+    tracking = Tracking.resolve(uri)
+    client = tracking.client()
+    return client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = '{role}'")
+
+
+def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, demo_store):
+    """Every trial fails the same way on every attempt: one hidden_dim/num_heads combination
+    only when its config is resolved in the trial (grid combinations are not checked at load),
+    the others on a training corpus that has no train split. Each failure is a FAILED MLflow
+    run with its reason, none is retried, the sweep exits 1 with its parent run FAILED; and
+    its local Ray listened on 127.0.0.1 only."""
+    space = tmp_path / "doomed.yaml"
+    space.write_text(yaml.safe_dump({
+        "strategy": "grid",
+        "fixed": {"model.hidden_dim": 16, "model.out_features": 16, "model.num_heads": 2, "optim.epochs": 1,
+                  "data.train_corpora": ["meld"], "data.tasks": ["emo"]},
+        "parameters": {"model.hidden_dim": [16, 18], "model.num_heads": [2, 4]},
+    }))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, out, sockets = run_watching_sockets(
+        [sys.executable, "ray_jobs/tune_ssl.py", "--space", str(space), "--features", str(demo_store), "--name",
+         "doomed", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri, "--max-failures", "2",
+         "--no-asha"], tmp_path / "log")
+    assert code == 1, out[-3000:]
+    assert "4 trials, 4 failed" in out and "every trial failed" in out
+
+    runs = mlflow_runs(uri, "doomed", "trial")
+    assert len(runs) == 4 and all(r.info.status == "FAILED" for r in runs)
+    reasons = sorted(r.data.tags["failure_reason"] for r in runs)
+    assert sum("hidden_dim (18) must be divisible by num_heads (4)" in r for r in reasons) == 1, reasons
+    assert sum("training corpus 'meld' has no train split" in r for r in reasons) == 3, reasons
+    errors = sorted((tmp_path / "ray" / "doomed").glob("*/error.txt"))
+    assert len(errors) == 4 and all(e.read_text().count("Failure #") == 1 for e in errors)  # never retried
+    [parent] = mlflow_runs(uri, "doomed", "sweep")
+    assert parent.info.status == "FAILED" and "all 4 trials failed" in parent.data.tags["failure_reason"]
+
+    assert {name for _, _, name in sockets} >= {"gcs_server", "raylet"}, sockets
+    assert {(ip, port, name) for ip, port, name in sockets if ip not in LOOPBACK} == set()

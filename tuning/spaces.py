@@ -116,6 +116,16 @@ def _config_key_problem(key: Any) -> str | None:
     return None
 
 
+def _is_integer_field(key: str) -> bool:
+    """Whether the config field at dotted ``key`` (a valid key) holds an integer."""
+    node: type[BaseModel] = ExperimentConfig
+    for part in key.split("."):
+        fields = {f.alias or name: f for name, f in node.model_fields.items()}
+        node = fields[part].annotation
+    kinds = get_args(node) or (node,)
+    return int in kinds and float not in kinds and bool not in kinds
+
+
 @lru_cache(maxsize=1)
 def _defaults() -> ExperimentConfig:
     return load_config()
@@ -476,6 +486,13 @@ def _parse_parameter(name: Any, spec: Any, fail) -> Parameter:
         raise fail(f"a loguniform low must be > 0, got {bounds['low']}")
     if distribution == "quniform" and bounds["q"] <= 0:
         raise fail(f"q must be > 0, got {bounds['q']}")
+    # An integer field takes integers only; checking the bounds alone would let a float through.
+    integer_targets = [t for t in targets if _is_integer_field(t)]
+    draws_floats = distribution in ("uniform", "loguniform") or (
+        distribution == "quniform" and not all(isinstance(b, int) for b in bounds.values()))
+    if integer_targets and draws_floats:
+        raise fail(f"{integer_targets[0]} is an integer field but a {distribution} distribution draws floats; "
+                   "use randint, quniform with integer low, high and q, choice or a list of integers")
     return Parameter(name, tuple(targets), distribution, **bounds)
 
 

@@ -24,14 +24,16 @@ from dashboards.tables import Table
 from dashboards.trial_figures import checkpoint_figures
 from scd_core.checkpoint import load_spec, training_history
 from scd_core.config import load_config
-from scd_core.features import Manifest
+from scd_core.features import FeatureStoreError, Manifest, validate_store
 from scd_core.synthetic import ensure_store
 from scd_core.trainer import load_eval_splits
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, load_space
 from tuning.tracking import Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
-from tuning.trial import TrialContext, run_trial
+from tuning.trial import PERMANENT_FAILURE, TrialContext, run_trial
+
+MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
 
 
 @dataclass
@@ -89,6 +91,15 @@ class MlflowStatusCallback(tune.Callback):
         self._close(trial, "FAILED", reason.strip().splitlines()[-1] if reason.strip() else reason)
 
 
+class NoRetryOfPermanentFailures(tune.Callback):
+    """A trial that fails in a way a retry would only repeat (``tuning.trial.PERMANENT_ERRORS``)
+    reports a flag before it raises; this sets the trial's retry budget to zero on seeing it."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get(PERMANENT_FAILURE):
+            trial.max_failures = 0
+
+
 @dataclass
 class SweepResult:
     name: str
@@ -98,6 +109,11 @@ class SweepResult:
     experiment_path: Path
     num_errors: int
     view: str  # the leaderboard's path in the MLflow UI (after the server's address)
+    num_trials: int = 0
+
+    @property
+    def every_trial_failed(self) -> bool:
+        return self.num_trials > 0 and self.num_errors == self.num_trials
 
 
 def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str, features: Path) -> None:
@@ -117,17 +133,30 @@ def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str
             client.log_artifacts(run.info.run_id, tmp, "figures")
 
 
+def validate_store_once(features: Path) -> Manifest:
+    """Check the whole feature store before any trial: a broken store fails the sweep once, here,
+    instead of every trial and every retry of it."""
+    _, errors = validate_store(features)
+    if errors:
+        more = f"\n({len(errors) - MAX_ERRORS_SHOWN} more; see python -m scd_core.features validate {features})" \
+            if len(errors) > MAX_ERRORS_SHOWN else ""
+        raise FeatureStoreError("\n".join(errors[:MAX_ERRORS_SHOWN]) + more)
+    return Manifest.read(features)
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:
-    space: SearchSpace = load_space(settings.space)  # a bad space fails here, before any trial
+    # Everything a user can get wrong is checked here, before Ray starts and before any MLflow run.
+    space: SearchSpace = load_space(settings.space)
     strategy = settings.strategy or space.strategy
     num_trials = space.num_trials(strategy, settings.num_samples)
     base = load_config(settings.config, settings.overrides)
     home = tracking_home()
     features = Path(settings.features or base.data.features or ensure_store(home / "features" / "demo")).resolve()
-    manifest = Manifest.read(features)
+    manifest = validate_store_once(features)
     name = settings.name or f"{space.name}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(settings.storage_path or home / "ray_results").resolve()
     tracking = Tracking.resolve(settings.tracking_uri)
+    tracking.check_reachable()
     if settings.resume and not tune.Tuner.can_restore(str(storage / name)):
         raise FileNotFoundError(f"nothing to resume at {storage / name} (check --name and --storage-path)")
 
@@ -135,6 +164,23 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         "space": space.name, "strategy": strategy, "git_commit": git_commit(),
         "manifest_hash": manifest.digest(), "features": str(features), **package_versions(),
     })
+    try:
+        result = _run_trials(settings, space, strategy, num_trials, base, features, manifest, name, storage,
+                             tracking, parent_id)
+    except BaseException as err:  # the storage path, Ray, an interrupt: the sweep run says it failed, and why
+        client = tracking.client()
+        client.set_tag(parent_id, "failure_reason", f"{type(err).__name__}: {err}"[:5000])
+        client.set_terminated(parent_id, "FAILED")
+        raise
+    if result.every_trial_failed:
+        tracking.client().set_tag(parent_id, "failure_reason", f"all {result.num_trials} trials failed")
+    tracking.client().set_terminated(parent_id, "FAILED" if result.every_trial_failed else "FINISHED")
+    return result
+
+
+def _run_trials(settings: SweepSettings, space: SearchSpace, strategy: str, num_trials: int, base, features: Path,
+                manifest: Manifest, name: str, storage: Path, tracking: Tracking, parent_id: str) -> SweepResult:
+    """Start (or join) Ray, run the trials, publish the leaderboard and the report."""
     start_ray(settings.address, log_to_driver=True)
 
     # Settings applied after the space's values, so the command line wins (e.g. --epochs).
@@ -169,7 +215,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
                 storage_path=str(storage),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                callbacks=[MlflowStatusCallback(tracking, name)],
+                callbacks=[MlflowStatusCallback(tracking, name), NoRetryOfPermanentFailures()],
                 verbose=1,
             ),
         )
@@ -177,9 +223,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     log_missing_figures(results, tracking, name, features)
     board = publish_leaderboard(tracking, name)
     publish_report(tracking, name, space, features, settings.report_top_k)
-    tracking.client().set_terminated(parent_id, "FINISHED")
     return SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors),
-                       view_path(tracking.experiment_id(), name))
+                       view_path(tracking.experiment_id(), name), len(results))
 
 
-__all__ = ["MlflowStatusCallback", "SweepResult", "SweepSettings", "run_sweep"]
+__all__ = ["MlflowStatusCallback", "NoRetryOfPermanentFailures", "SweepResult", "SweepSettings", "run_sweep"]

@@ -14,6 +14,7 @@ afterwards (``tuning.sweep.log_missing_figures``).
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -24,11 +25,19 @@ from typing import Any, Mapping
 from ray import tune
 
 from dashboards.trial_figures import checkpoint_figures
-from scd_core.config import build_config, with_overrides
+from scd_core.checkpoint import CheckpointError
+from scd_core.config import ConfigError, build_config, with_overrides
+from scd_core.features import FeatureStoreError
 from scd_core.model import count_parameters, size_mb
-from scd_core.trainer import EpochReport, Trainer, load_training_data, resolve_device
-from tuning.spaces import VARIANT, SearchSpace
+from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer, load_training_data, resolve_device
+from tuning.spaces import VARIANT, SearchSpace, SpaceError
 from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
+
+
+# Errors that a retry from the last checkpoint would only repeat (same config, same data, same
+# seeded epoch). ``tuning.sweep.NoRetryOfPermanentFailures`` reads the flag reported with them.
+PERMANENT_ERRORS = (ConfigError, SpaceError, FeatureStoreError, CheckpointError, NonFiniteLossError)
+PERMANENT_FAILURE = "permanent_failure"
 
 
 @dataclass(frozen=True)
@@ -62,13 +71,10 @@ def epoch_metrics(report: EpochReport) -> dict[str, float]:
 def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (``config`` holds this trial's sampled values)."""
     trial = tune.get_context()
-    overrides = context.space.resolve(config, context.strategy)
-    cfg = with_overrides(build_config(context.base_config), {**overrides, **context.final_overrides})
+    # The run exists before anything can fail, so that every failure is recorded on it.
     run = TrialRun(context.tracking, context.sweep, context.parent_run_id, trial.get_trial_id(),
                    trial.get_trial_name(), {"git_commit": git_commit(), "manifest_hash": context.manifest_digest,
                                             **package_versions()})
-    run.log_params(cfg.to_dict())
-    run.set_tags({f"override.{k}": v for k, v in overrides.items()})
     if VARIANT in config:  # the row label of ablation tables
         run.set_tags({"variant": config[VARIANT]})
     workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
@@ -77,6 +83,10 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, workdir, dirs_exist_ok=True)
     try:
+        overrides = context.space.resolve(config, context.strategy)
+        cfg = with_overrides(build_config(context.base_config), {**overrides, **context.final_overrides})
+        run.log_params(cfg.to_dict())
+        run.set_tags({f"override.{k}": v for k, v in overrides.items()})
         data = load_training_data(cfg, context.features, resolve_device(cfg.device))
         trainer = Trainer(cfg, data, workdir)
         run.log_metrics({"model/parameters": count_parameters(trainer.model), "model/size_mb": size_mb(trainer.model)},
@@ -108,6 +118,8 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     except Exception as err:
         run.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
         run.finish("FAILED")
+        if isinstance(err, PERMANENT_ERRORS):  # the same inputs fail the same way: tell Tune not to retry
+            tune.report({"dev_score": math.nan, PERMANENT_FAILURE: 1.0})
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
