@@ -71,6 +71,15 @@ class DataConfig(_Section):
             raise ValueError(f"weights must be >= 0 with a positive sum, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _weights_of_training_corpora(self) -> "DataConfig":
+        if self.corpus_weights is not None:
+            others = sorted(set(self.corpus_weights) - set(self.train_corpora))
+            if others:
+                raise ValueError(f"corpus_weights: {others} not in train_corpora {self.train_corpora} "
+                                 "(weights are sampling proportions of the training corpora)")
+        return self
+
 
 class ModelConfig(_Section):
     """MCDM architecture (paper section 2.3, Table 15). ``graph`` and ``attention`` name

@@ -22,6 +22,17 @@ METRICS = ("mosei_mmf1", "mosei_mwacc", "fiv2_macc", "fiv2_mccc", "bah_mf1", "ba
 TASK_METRICS = {"emo": ("mosei_mmf1", "mosei_mwacc"), "pt": ("fiv2_macc", "fiv2_mccc"), "ah": ("bah_mf1", "bah_uar")}
 
 
+class NonFiniteOutputError(FloatingPointError):
+    """The model's outputs hold NaN or inf: metrics of them would be meaningless numbers."""
+
+
+def _check_finite(corpus: str, task: str, out: Tensor) -> None:
+    bad = int((~torch.isfinite(out.reshape(len(out), -1))).any(dim=1).sum())
+    if bad:
+        raise NonFiniteOutputError(f"{corpus}: {bad} of {len(out)} rows have non-finite {task} outputs (NaN or inf);"
+                                   " the model's weights are broken (check the checkpoint)")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: CorpusTensors, batch_size: int = 1024) -> dict[str, Tensor]:
     """Model outputs for every row of ``data`` (eval mode, restored afterwards)."""
@@ -40,6 +51,7 @@ def predict(model: nn.Module, data: CorpusTensors, batch_size: int = 1024) -> di
 def metric_inputs(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors):
     """(metric functions, target, prediction) for the corpus's own task, labelled rows only."""
     task = CORPORA[corpus].task
+    _check_finite(corpus, task, outputs[task])
     rows = data.label_mask[task].cpu().numpy()
     out = outputs[task].detach().float().cpu().numpy()[rows]
     label = data.labels[task].cpu().numpy()[rows]

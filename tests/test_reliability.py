@@ -156,3 +156,147 @@ def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, d
 
     assert {name for _, _, name in sockets} >= {"gcs_server", "raylet"}, sockets
     assert {(ip, port, name) for ip, port, name in sockets if ip not in LOOPBACK} == set()
+
+
+# ------------------------------------------------ 5, 8. one message naming the place, no traceback
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_duplicate_yaml_keys_are_rejected_naming_file_and_line(tmp_path, capsys):
+    from tuning.spaces import SpaceError, load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("strategy: grid\nfixed:\n  model.out_features: 16\n  model.num_heads: 2\n"
+                     "parameters:\n  model.dropout: [0.0, 0.1]\nfixed:\n  optim.epochs: 1\n")
+    with pytest.raises(SpaceError, match=rf"(?s){space}.*duplicate key 'fixed' \(first at line 2\).*line 7"):
+        load_space(space)
+
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  hidden_dim: 16\n  hidden_dim: 32\n")
+    assert entry_point("train").main(["--config", str(config), "--output", str(tmp_path / "out")]) == 2
+    err = one_line_error(capsys)
+    assert str(config) in err and "duplicate key 'hidden_dim' (first at line 2)" in err and "line 3" in err
+
+    extraction = tmp_path / "extract.yaml"
+    extraction.write_text("output: a\noutput: b\n")
+    from extraction.config import load_extraction_config
+    from scd_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"(?s){extraction}.*duplicate key 'output'"):
+        load_extraction_config(extraction)
+
+
+def test_integer_field_with_a_float_distribution_fails_when_the_space_loads(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"parameters": {"model.hidden_dim": {"distribution": "uniform", "low": 32,
+                                                                         "high": 128}}}))
+    assert entry_point("tune_ssl").main(["--space", str(space), "--tracking-uri", "sqlite:///unused.db"]) == 2
+    err = one_line_error(capsys)
+    assert f"{space}: parameters.model.hidden_dim: model.hidden_dim is an integer field" in err
+    assert not Path("unused.db").exists()  # failed before any run was recorded
+
+
+def test_dead_tracking_server_fails_in_one_line_before_ray(tmp_path, demo_store, capsys):
+    uri = f"http://127.0.0.1:{free_port()}"
+    tune_ssl = entry_point("tune_ssl")
+    assert tune_ssl.main(["--features", str(demo_store), "--tracking-uri", uri,
+                          "--storage-path", str(tmp_path / "ray")]) == 2
+    err = one_line_error(capsys)
+    assert f"MLflow tracking server {uri} does not answer" in err and len(err.strip().splitlines()) == 2
+    assert not (tmp_path / "ray").exists()
+    assert entry_point("promote").main(["--tracking-uri", uri]) == 2
+    assert uri in one_line_error(capsys)
+
+
+def test_corrupt_store_fails_the_sweep_once_before_any_trial(tmp_path, demo_store, capsys):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_store, store)
+    (store / "bah" / "dev.parquet").write_bytes(b"not parquet")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert entry_point("tune_ssl").main(["--features", str(store), "--tracking-uri", uri,
+                                         "--storage-path", str(tmp_path / "ray")]) == 2
+    assert f"{store / 'bah' / 'dev.parquet'}: cannot read" in one_line_error(capsys)
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["data.corpus_weights={meld: 1.0}"], "data: corpus_weights: ['meld'] not in train_corpora"),
+    (["model.hidden_dim=[1,"], "override 'model.hidden_dim=[1,': the value is not valid YAML"),
+    (["--features", "{tmp}/nowhere"], "{tmp}/nowhere/manifest.json: missing"),
+])
+def test_train_cli_names_the_bad_input(tmp_path, capsys, args, expected):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert entry_point("train").main(["--output", str(tmp_path / "out"), *args]) == 2
+    assert expected.replace("{tmp}", str(tmp_path)) in one_line_error(capsys)
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    from scd_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="corpus_weights"):
+        entry_point("train").main(["--debug", "--output", str(tmp_path / "out"), "data.corpus_weights={meld: 1.0}"])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, demo_store):
+    """An untrained tiny model's checkpoint on the demo corpora's modalities."""
+    from scd_core.checkpoint import ModelSpec, build_model, save_checkpoint
+    from scd_core.config import load_config
+    from scd_core.features import Manifest
+
+    cfg = load_config(None, TINY)
+    dims = {m: info.dim for m, info in Manifest.read(demo_store).modalities.items()}
+    spec = ModelSpec(cfg, dims, list(cfg.data.tasks))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", build_model(spec), spec)
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    ("truncated", "model.safetensors: not a readable safetensors file"),
+    ("pickle", "model.safetensors: not a readable safetensors file"),
+    ("json", "config.json: not readable JSON"),
+    ("missing", "config.json: missing"),
+])
+def test_broken_checkpoint_is_named(tmp_path, checkpoint, demo_store, capsys, breakage, expected):
+    import pickle
+    import shutil
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, broken)
+    weights = broken / "model.safetensors"
+    if breakage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif breakage == "pickle":
+        weights.write_bytes(pickle.dumps({"weight": [1.0]}))
+    elif breakage == "json":
+        (broken / "config.json").write_text("{not json")
+    else:
+        (broken / "config.json").unlink()
+    assert entry_point("evaluate").main(["--checkpoint", str(broken), "--features", str(demo_store)]) == 2
+    assert f"{broken}/{expected}" in one_line_error(capsys)
+
+
+# ----------------------------------------------------------------- 9. NaN outputs
+
+def test_nan_outputs_are_an_error_naming_corpus_and_count(tmp_path, checkpoint, demo_store, capsys):
+    import torch
+
+    from scd_core.checkpoint import load_model, save_checkpoint
+
+    model, spec = load_model(checkpoint)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.fill_(float("nan"))
+    broken = save_checkpoint(tmp_path / "nan", model, spec)
+    assert entry_point("evaluate").main(["--checkpoint", str(broken), "--features", str(demo_store),
+                                         "--n-resamples", "10"]) == 2
+    err = one_line_error(capsys)
+    assert "rows have non-finite" in err and err.split(":")[1].strip() in ("mosei", "fiv2", "bah", "meld"), err

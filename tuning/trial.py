@@ -27,6 +27,7 @@ from ray import tune
 from dashboards.trial_figures import checkpoint_figures
 from scd_core.checkpoint import CheckpointError
 from scd_core.config import ConfigError, build_config, with_overrides
+from scd_core.evaluation import NonFiniteOutputError
 from scd_core.features import FeatureStoreError
 from scd_core.model import count_parameters, size_mb
 from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer, load_training_data, resolve_device
@@ -36,7 +37,8 @@ from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
 
 # Errors that a retry from the last checkpoint would only repeat (same config, same data, same
 # seeded epoch). ``tuning.sweep.NoRetryOfPermanentFailures`` reads the flag reported with them.
-PERMANENT_ERRORS = (ConfigError, SpaceError, FeatureStoreError, CheckpointError, NonFiniteLossError)
+PERMANENT_ERRORS = (ConfigError, SpaceError, FeatureStoreError, CheckpointError, NonFiniteLossError,
+                    NonFiniteOutputError)
 PERMANENT_FAILURE = "permanent_failure"
 
 
