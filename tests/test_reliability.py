@@ -300,3 +300,59 @@ def test_nan_outputs_are_an_error_naming_corpus_and_count(tmp_path, checkpoint, 
                                          "--n-resamples", "10"]) == 2
     err = one_line_error(capsys)
     assert "rows have non-finite" in err and err.split(":")[1].strip() in ("mosei", "fiv2", "bah", "meld"), err
+
+
+def test_unusable_storage_path_fails_before_any_run(tmp_path, demo_store, capsys):
+    storage = tmp_path / "a_file"
+    storage.write_text("")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert entry_point("tune_ssl").main(["--features", str(demo_store), "--tracking-uri", uri,
+                                         "--storage-path", str(storage / "ray")]) == 2
+    assert f"--storage-path {storage / 'ray'}: cannot create the folder" in one_line_error(capsys)
+    assert not (tmp_path / "mlflow.db").exists()  # no parent run left RUNNING: none was made
+
+
+# ----------------------------------------------------------------- 10. debris
+
+def test_terminated_sweep_marks_its_parent_failed_and_stops_its_ray(tmp_path, demo_store):
+    """SIGTERM to a sweep's driver mid-trial: the parent run is FAILED with the reason, the trial
+    it interrupted KILLED, and the local Ray it started (GCS, raylet, agents, workers) is gone."""
+    import psutil
+
+    space = tmp_path / "long.yaml"
+    space.write_text(yaml.safe_dump({
+        "strategy": "grid", "parameters": {"model.dropout": [0.0, 0.1]},
+        "fixed": {"model.hidden_dim": 16, "model.out_features": 16, "model.num_heads": 2, "optim.epochs": 50,
+                  "optim.batch_size": 512, "optim.early_stopping_patience": 0},
+    }))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with open(tmp_path / "log", "w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "ray_jobs/tune_ssl.py", "--space", str(space), "--features", str(demo_store), "--name",
+             "long", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri, "--no-asha",
+             "--max-concurrent", "1"], cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        training = []
+        while not training and driver.poll() is None:  # until a trial has finished an epoch
+            try:
+                driver.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                training = [r for r in mlflow_runs(uri, "long", "trial") if "dev_score" in r.data.metrics]
+            except Exception:  # the store is being created
+                pass
+        assert training, (tmp_path / "log").read_text()[-3000:]
+        ray_processes = psutil.Process(driver.pid).children(recursive=True)
+        assert ray_processes
+        driver.terminate()
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode != 0
+    [parent] = mlflow_runs(uri, "long", "sweep")
+    assert parent.info.status == "FAILED" and "SystemExit" in parent.data.tags["failure_reason"]
+    assert "KILLED" in {r.info.status for r in mlflow_runs(uri, "long", "trial")}  # the one it interrupted
+    _, alive = psutil.wait_procs(ray_processes, timeout=60)
+    assert [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []

@@ -30,7 +30,7 @@ from scd_core.trainer import load_eval_splits
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, load_space
-from tuning.tracking import Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
+from tuning.tracking import CHILD, Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
 from tuning.trial import PERMANENT_FAILURE, TrialContext, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
@@ -144,6 +144,18 @@ def validate_store_once(features: Path) -> Manifest:
     return Manifest.read(features)
 
 
+def mark_interrupted(tracking: Tracking, sweep: str, parent_id: str, reason: str) -> None:
+    """The sweep run FAILED and its unfinished trial runs KILLED, with the reason (``--resume``
+    reopens them)."""
+    client = tracking.client()
+    for run in client.search_runs([tracking.experiment_id(client)],
+                                  f"tags.sweep = '{sweep}' and tags.role = '{CHILD}' and attributes.status = 'RUNNING'"):
+        client.set_tag(run.info.run_id, "failure_reason", f"sweep interrupted: {reason}")
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_tag(parent_id, "failure_reason", reason)
+    client.set_terminated(parent_id, "FAILED")
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:
     # Everything a user can get wrong is checked here, before Ray starts and before any MLflow run.
     space: SearchSpace = load_space(settings.space)
@@ -154,9 +166,13 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     features = Path(settings.features or base.data.features or ensure_store(home / "features" / "demo")).resolve()
     manifest = validate_store_once(features)
     name = settings.name or f"{space.name}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = Path(settings.storage_path or home / "ray_results").resolve()
     tracking = Tracking.resolve(settings.tracking_uri)
     tracking.check_reachable()
+    storage = Path(settings.storage_path or home / "ray_results").resolve()
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"--storage-path {storage}: cannot create the folder for trial checkpoints: {err}") from None
     if settings.resume and not tune.Tuner.can_restore(str(storage / name)):
         raise FileNotFoundError(f"nothing to resume at {storage / name} (check --name and --storage-path)")
 
@@ -167,10 +183,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     try:
         result = _run_trials(settings, space, strategy, num_trials, base, features, manifest, name, storage,
                              tracking, parent_id)
-    except BaseException as err:  # the storage path, Ray, an interrupt: the sweep run says it failed, and why
-        client = tracking.client()
-        client.set_tag(parent_id, "failure_reason", f"{type(err).__name__}: {err}"[:5000])
-        client.set_terminated(parent_id, "FAILED")
+    except BaseException as err:  # the storage path, Ray, an interrupt: the runs say so, and why
+        mark_interrupted(tracking, name, parent_id, f"{type(err).__name__}: {err}"[:5000])
         raise
     if result.every_trial_failed:
         tracking.client().set_tag(parent_id, "failure_reason", f"all {result.num_trials} trials failed")
