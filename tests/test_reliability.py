@@ -356,3 +356,22 @@ def test_terminated_sweep_marks_its_parent_failed_and_stops_its_ray(tmp_path, de
     assert "KILLED" in {r.info.status for r in mlflow_runs(uri, "long", "trial")}  # the one it interrupted
     _, alive = psutil.wait_procs(ray_processes, timeout=60)
     assert [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+# ----------------------------------------------------------------- 11. folder mode
+
+def test_folder_of_videos_names_what_it_skips(tmp_path):
+    from extraction.config import load_extraction_config
+    from extraction.manifest import read_sources
+
+    folder = tmp_path / "clips"
+    (folder / "extras").mkdir(parents=True)
+    for name in ("a.mp4", "b.MKV", "notes.txt", "thumb.jpg"):
+        (folder / name).write_bytes(b"")
+    config = tmp_path / "extract.yaml"
+    config.write_text(yaml.safe_dump({"output": str(tmp_path / "store"), "data_root": str(tmp_path),
+                                      "sources": [{"corpus": "bah", "split": "test", "videos": "clips"}]}))
+    with pytest.warns(UserWarning, match=rf"{folder}: skipped 3 entries that are not videos .*: "
+                                         r"extras/, notes.txt, thumb.jpg"):
+        records = read_sources(load_extraction_config(config))
+    assert sorted(r["sample_id"] for r in records) == ["a", "b"]
