@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from ray import tune
@@ -156,6 +158,16 @@ def mark_interrupted(tracking: Tracking, sweep: str, parent_id: str, reason: str
     client.set_terminated(parent_id, "FAILED")
 
 
+@contextmanager
+def runs_marked_failed_on_error(tracking: Tracking, sweep: str, parent_id: str) -> Iterator[None]:
+    """Whatever stops the sweep (the storage path, Ray, SIGTERM, Ctrl-C), its runs say so, and why."""
+    try:
+        yield
+    except BaseException as err:
+        mark_interrupted(tracking, sweep, parent_id, f"{type(err).__name__}: {err}"[:5000])
+        raise
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:
     # Everything a user can get wrong is checked here, before Ray starts and before any MLflow run.
     space: SearchSpace = load_space(settings.space)
@@ -180,65 +192,56 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         "space": space.name, "strategy": strategy, "git_commit": git_commit(),
         "manifest_hash": manifest.digest(), "features": str(features), **package_versions(),
     })
-    try:
-        result = _run_trials(settings, space, strategy, num_trials, base, features, manifest, name, storage,
-                             tracking, parent_id)
-    except BaseException as err:  # the storage path, Ray, an interrupt: the runs say so, and why
-        mark_interrupted(tracking, name, parent_id, f"{type(err).__name__}: {err}"[:5000])
-        raise
+    with runs_marked_failed_on_error(tracking, name, parent_id):
+        start_ray(settings.address, log_to_driver=True)
+
+        # Settings applied after the space's values, so the command line wins (e.g. --epochs).
+        cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
+        context = TrialContext(space, strategy, base.to_dict(), str(features), manifest.digest(), tracking, name,
+                               parent_id, cli)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, context=context),
+            {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+        )
+        experiment_path = storage / name
+        if settings.resume:
+            tuner = tune.Tuner.restore(str(experiment_path), trainable)
+        else:
+            epochs = settings.epochs or space.fixed.get("optim.epochs", base.optim.epochs)  # ASHA's horizon
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space.param_space(strategy),
+                tune_config=tune.TuneConfig(
+                    metric="dev_score",
+                    mode="max",
+                    search_alg=OptunaSearch(seed=settings.seed, points_to_evaluate=space.points_to_evaluate() or None)
+                    if strategy == "optuna" else None,
+                    scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs))
+                    if settings.asha else None,
+                    num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
+                    max_concurrent_trials=settings.max_concurrent,
+                    reuse_actors=True,  # a new trial skips process start-up and imports (seconds each)
+                ),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=str(storage),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                    callbacks=[MlflowStatusCallback(tracking, name), NoRetryOfPermanentFailures()],
+                    verbose=1,
+                ),
+            )
+        results = tuner.fit()
+        log_missing_figures(results, tracking, name, features)
+        board = publish_leaderboard(tracking, name)
+        publish_report(tracking, name, space, features, settings.report_top_k)
+
+    result = SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors),
+                         view_path(tracking.experiment_id(), name), len(results))
     if result.every_trial_failed:
         tracking.client().set_tag(parent_id, "failure_reason", f"all {result.num_trials} trials failed")
     tracking.client().set_terminated(parent_id, "FAILED" if result.every_trial_failed else "FINISHED")
     return result
-
-
-def _run_trials(settings: SweepSettings, space: SearchSpace, strategy: str, num_trials: int, base, features: Path,
-                manifest: Manifest, name: str, storage: Path, tracking: Tracking, parent_id: str) -> SweepResult:
-    """Start (or join) Ray, run the trials, publish the leaderboard and the report."""
-    start_ray(settings.address, log_to_driver=True)
-
-    # Settings applied after the space's values, so the command line wins (e.g. --epochs).
-    cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
-    context = TrialContext(space, strategy, base.to_dict(), str(features), manifest.digest(), tracking, name,
-                           parent_id, cli)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, context=context),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-    )
-    experiment_path = storage / name
-    if settings.resume:
-        tuner = tune.Tuner.restore(str(experiment_path), trainable)
-    else:
-        epochs = settings.epochs or space.fixed.get("optim.epochs", base.optim.epochs)  # ASHA's horizon
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space.param_space(strategy),
-            tune_config=tune.TuneConfig(
-                metric="dev_score",
-                mode="max",
-                search_alg=OptunaSearch(seed=settings.seed, points_to_evaluate=space.points_to_evaluate() or None)
-                if strategy == "optuna" else None,
-                scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs))
-                if settings.asha else None,
-                num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
-                max_concurrent_trials=settings.max_concurrent,
-                reuse_actors=True,  # a new trial skips process start-up and imports (seconds each)
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(storage),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                callbacks=[MlflowStatusCallback(tracking, name), NoRetryOfPermanentFailures()],
-                verbose=1,
-            ),
-        )
-    results = tuner.fit()
-    log_missing_figures(results, tracking, name, features)
-    board = publish_leaderboard(tracking, name)
-    publish_report(tracking, name, space, features, settings.report_top_k)
-    return SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors),
-                       view_path(tracking.experiment_id(), name), len(results))
 
 
 __all__ = ["MlflowStatusCallback", "NoRetryOfPermanentFailures", "SweepResult", "SweepSettings", "run_sweep"]
