@@ -28,7 +28,7 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help=f"show tracebacks (also: {DEBUG_ENV}=1)")
 
 
-def explained(body: Callable[[], int], debug: bool, errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:
+def explained(body: Callable[[], int], debug: bool, errors: tuple[type[BaseException], ...]) -> int:
     """Run ``body``; an error of the kinds in ``errors`` becomes one message on stderr and exit 2."""
     try:
         return body()
@@ -36,5 +36,4 @@ def explained(body: Callable[[], int], debug: bool, errors: tuple[type[BaseExcep
         if debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         print(f"error: {err}", file=sys.stderr)
-        print(f"(--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
         return USAGE_EXIT
