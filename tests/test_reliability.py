@@ -124,17 +124,17 @@ def mlflow_runs(uri: str, sweep: str, role: str):
 
 
 def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, demo_store):
-    """Every trial fails the same way on every attempt: one hidden_dim/num_heads combination
-    only when its config is resolved in the trial (grid combinations are not checked at load),
-    the others on a training corpus that has no train split. Each failure is a FAILED MLflow
-    run with its reason, none is retried, the sweep exits 1 with its parent run FAILED; and
-    its local Ray listened on 127.0.0.1 only."""
+    """Every trial fails the same way on every attempt: hidden_dim 18 with 4 heads only when its
+    config is resolved in the trial (grid combinations are not checked at load), the other on a
+    training corpus that has no train split. Each failure is a FAILED MLflow run with its
+    reason, none is retried, the sweep exits 1 with its parent run FAILED; and its local Ray
+    listened on 127.0.0.1 only."""
     space = tmp_path / "doomed.yaml"
     space.write_text(yaml.safe_dump({
         "strategy": "grid",
         "fixed": {"model.hidden_dim": 16, "model.out_features": 16, "model.num_heads": 2, "optim.epochs": 1,
                   "data.train_corpora": ["meld"], "data.tasks": ["emo"]},
-        "parameters": {"model.hidden_dim": [16, 18], "model.num_heads": [2, 4]},
+        "parameters": {"model.hidden_dim": [16, 18], "model.num_heads": [4]},
     }))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code, out, sockets = run_watching_sockets(
@@ -142,17 +142,17 @@ def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, d
          "doomed", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri, "--max-failures", "2",
          "--no-asha"], tmp_path / "log")
     assert code == 1, out[-3000:]
-    assert "4 trials, 4 failed" in out and "every trial failed" in out
+    assert "2 trials, 2 failed" in out and "every trial failed" in out
 
     runs = mlflow_runs(uri, "doomed", "trial")
-    assert len(runs) == 4 and all(r.info.status == "FAILED" for r in runs)
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
     reasons = sorted(r.data.tags["failure_reason"] for r in runs)
-    assert sum("hidden_dim (18) must be divisible by num_heads (4)" in r for r in reasons) == 1, reasons
-    assert sum("training corpus 'meld' has no train split" in r for r in reasons) == 3, reasons
+    assert "hidden_dim (18) must be divisible by num_heads (4)" in reasons[0], reasons
+    assert "training corpus 'meld' has no train split" in reasons[1], reasons
     errors = sorted((tmp_path / "ray" / "doomed").glob("*/error.txt"))
-    assert len(errors) == 4 and all(e.read_text().count("Failure #") == 1 for e in errors)  # never retried
+    assert len(errors) == 2 and all(e.read_text().count("Failure #") == 1 for e in errors)  # never retried
     [parent] = mlflow_runs(uri, "doomed", "sweep")
-    assert parent.info.status == "FAILED" and "all 4 trials failed" in parent.data.tags["failure_reason"]
+    assert parent.info.status == "FAILED" and "all 2 trials failed" in parent.data.tags["failure_reason"]
 
     assert {name for _, _, name in sockets} >= {"gcs_server", "raylet"}, sockets
     assert {(ip, port, name) for ip, port, name in sockets if ip not in LOOPBACK} == set()
@@ -333,13 +333,13 @@ def test_terminated_sweep_marks_its_parent_failed_and_stops_its_ray(tmp_path, de
              "--max-concurrent", "1"], cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
     try:
         training = []
-        while not training and driver.poll() is None:  # until a trial has finished an epoch
+        while not training and driver.poll() is None:  # until a trial has started
             try:
-                driver.wait(timeout=2)
+                driver.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
             try:
-                training = [r for r in mlflow_runs(uri, "long", "trial") if "dev_score" in r.data.metrics]
+                training = mlflow_runs(uri, "long", "trial")
             except Exception:  # the store is being created
                 pass
         assert training, (tmp_path / "log").read_text()[-3000:]
