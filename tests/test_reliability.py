@@ -147,6 +147,7 @@ def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, d
     runs = mlflow_runs(uri, "doomed", "trial")
     assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
     reasons = sorted(r.data.tags["failure_reason"] for r in runs)
+    assert reasons[0].startswith("ConfigError: invalid configuration"), reasons
     assert "hidden_dim (18) must be divisible by num_heads (4)" in reasons[0], reasons
     assert "training corpus 'meld' has no train split" in reasons[1], reasons
     errors = sorted((tmp_path / "ray" / "doomed").glob("*/error.txt"))

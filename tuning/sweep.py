@@ -79,7 +79,7 @@ class MlflowStatusCallback(tune.Callback):
         if run is None:
             return
         client = self.tracking.client()
-        if reason:
+        if reason and "failure_reason" not in run.data.tags:  # the trial's own reason is the fuller one
             client.set_tag(run.info.run_id, "failure_reason", reason[:5000])
         if run.info.status not in ("FINISHED", "FAILED") or status == "FAILED":
             client.set_terminated(run.info.run_id, status)
