@@ -58,8 +58,9 @@ def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, demo_store, caps
     assert str(out) in err and "--resume" in err and "--overwrite" in err
     assert digest(out) == before  # nothing replaced
 
-    assert main([*args, "--overwrite"]) == 0
-    assert set(digest(out)) == set(before)
+    assert main(["--overwrite", *args, "optim.lr=5e-4"]) == 0  # deliberately: replaced
+    after = digest(out)
+    assert set(after) == set(before) and after["best/model.safetensors"] != before["best/model.safetensors"]
 
 
 # ----------------------------------------------------------------- 2. local Ray on loopback
