@@ -23,15 +23,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
-import yaml
+from tuning.local_ray import keep_local_ray_on_loopback
 
-from scd_core.config import load_config
-from scd_core.synthetic import ensure_store
-from scd_core.trainer import Trainer, load_training_data, resolve_device
-from scd_core.yaml_io import parse_yaml, read_yaml
-from tuning.sweep import SweepSettings, run_sweep
-from tuning.tracking import Tracking
+keep_local_ray_on_loopback()  # before anything imports ray
+
+import ray  # noqa: E402
+import yaml  # noqa: E402
+
+from scd_core.config import load_config  # noqa: E402
+from scd_core.synthetic import ensure_store  # noqa: E402
+from scd_core.trainer import Trainer, load_training_data, resolve_device  # noqa: E402
+from scd_core.yaml_io import parse_yaml, read_yaml  # noqa: E402
+from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
+from tuning.tracking import Tracking  # noqa: E402
 
 
 def intervals(stamps: list[float]) -> list[float]:
