@@ -19,7 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
+from tuning.local_ray import keep_local_ray_on_loopback
+
+keep_local_ray_on_loopback()  # before anything imports ray
+
+import ray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from media_fixtures import face_video  # noqa: E402

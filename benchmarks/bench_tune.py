@@ -23,14 +23,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
-import yaml
+from tuning.local_ray import keep_local_ray_on_loopback
 
-from scd_core.config import load_config
-from scd_core.synthetic import ensure_store
-from scd_core.trainer import Trainer, load_training_data, resolve_device
-from tuning.sweep import SweepSettings, run_sweep
-from tuning.tracking import Tracking
+keep_local_ray_on_loopback()  # before anything imports ray
+
+import ray  # noqa: E402
+import yaml  # noqa: E402
+
+from scd_core.config import load_config  # noqa: E402
+from scd_core.synthetic import ensure_store  # noqa: E402
+from scd_core.trainer import Trainer, load_training_data, resolve_device  # noqa: E402
+from scd_core.yaml_io import parse_yaml, read_yaml  # noqa: E402
+from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
+from tuning.tracking import Tracking  # noqa: E402
 
 
 def intervals(stamps: list[float]) -> list[float]:
@@ -65,7 +70,7 @@ def sweep_epochs(space_overrides: dict, root: Path, work: Path, cpus: float) -> 
 
 
 def trials_per_hour(root: Path, work: Path, concurrent: int, cpus: int) -> float:
-    quick = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml").read_text())
+    quick = read_yaml(Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml")
     space = work / f"grid{concurrent}.yaml"
     space.write_text(yaml.safe_dump({"name": f"grid{concurrent}", "strategy": "grid", "fixed": {
         **quick["fixed"], "model.hidden_dim": 64, "optim.epochs": 3}, "parameters": {"model.dropout": [0.0, 0.1, 0.2, 0.3]}}))
@@ -87,7 +92,7 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     root = Path(args.features).resolve() if args.features else ensure_store(work / "paper", "paper")
     overrides = {"optim.epochs": args.epochs, "optim.early_stopping_patience": 0}
-    overrides.update({k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)})
+    overrides.update({k: parse_yaml(v) for k, v in (o.split("=", 1) for o in args.overrides)})
     cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
 
     bare = bare_epochs(cfg, root, work / "bare")

@@ -67,6 +67,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from tuning.local_ray import keep_local_ray_on_loopback  # noqa: E402
+
+keep_local_ray_on_loopback()  # before anything imports ray
+
 from scd_core.baselines import trivial_baselines  # noqa: E402
 from scd_core.checkpoint import load_model, load_spec  # noqa: E402
 from scd_core.config import ExperimentConfig, build_config, load_config, with_overrides  # noqa: E402

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scd_core.config import ConfigError, format_errors, deep_merge, parse_overrides
 from scd_core.features.schema import LABEL_RANGES
 from scd_core.tasks import EMO_CLASSES, TASKS, CorpusName, ModalityName, SplitName
+from scd_core.yaml_io import read_yaml
 
 
 class _Strict(BaseModel):
@@ -229,7 +230,7 @@ class ExtractionConfig(_Strict):
 def load_extraction_config(path: str | Path, overrides: list[str] = ()) -> ExtractionConfig:
     """Read the YAML and apply ``key=value`` overrides; errors name the field."""
     try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = read_yaml(path) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read extraction config {path}: {err}") from None
     try:

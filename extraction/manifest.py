@@ -10,6 +10,8 @@ import csv
 import hashlib
 import math
 import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 from extraction.config import ExtractionConfig, GroupSplit, Source
@@ -17,6 +19,7 @@ from scd_core.features.schema import LABEL_RANGES
 from scd_core.tasks import EMO_CLASSES, TASKS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+MAX_SKIPPED_NAMED = 20  # a folder's non-video entries named in the warning
 
 
 class ManifestError(ValueError):
@@ -67,14 +70,25 @@ def _labels(row: dict[str, str], source: Source, where: str) -> dict[str, float]
     return labels
 
 
+def _folder_videos(folder: Path) -> list[dict[str, Any]]:
+    """One record per video file of ``folder``; what else it holds is named in a warning, not dropped silently."""
+    entries = sorted(folder.iterdir())
+    videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    skipped = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in videos]
+    if skipped:
+        shown = ", ".join(skipped[:MAX_SKIPPED_NAMED]) + (" ..." if len(skipped) > MAX_SKIPPED_NAMED else "")
+        warnings.warn(f"{folder}: skipped {len(skipped)} entries that are not videos "
+                      f"({', '.join(VIDEO_SUFFIXES)}): {shown}", stacklevel=2)
+    return [{"video_name": p.stem, "_path": str(p)} for p in videos]
+
+
 def read_source(source: Source, cfg: ExtractionConfig) -> list[dict[str, Any]]:
     """One dict per sample: sample_id, corpus, split, video, transcript, description, labels."""
     if source.videos is not None:
         folder = cfg.path(source.videos)
         if not folder.is_dir():
             raise ManifestError(f"{folder}: not a folder of videos")
-        records = [{"video_name": p.stem, "_path": str(p)} for p in sorted(folder.iterdir())
-                   if p.suffix.lower() in VIDEO_SUFFIXES]
+        records = _folder_videos(folder)
         origin, media_root = folder, folder
     else:
         origin = cfg.path(source.manifest)

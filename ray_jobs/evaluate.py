@@ -16,7 +16,8 @@ import sys
 from tabulate import tabulate
 
 from scd_core.checkpoint import load_model
-from scd_core.evaluation import interval_report
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained
+from scd_core.evaluation import NonFiniteOutputError, interval_report
 from scd_core.synthetic import ensure_store
 from scd_core.trainer import load_eval_splits, resolve_device
 
@@ -32,14 +33,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    return explained(lambda: run(args), args.debug, (*USER_ERRORS, NonFiniteOutputError, *_tracking_errors(args)))
+
+
+def _tracking_errors(args: argparse.Namespace) -> tuple[type[BaseException], ...]:
+    """With ``--model``, MLflow's errors (unknown model or alias, dead server) are the user's too."""
+    if not args.model:  # only this path needs MLflow
+        return ()
+    from mlflow.exceptions import MlflowException
+
+    from tuning.tracking import TrackingUnavailable
+
+    return MlflowException, TrackingUnavailable
+
+
+def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     checkpoint = args.checkpoint
-    if args.model:  # only this path needs MLflow
+    if args.model:
         from tuning.promote import fetch_model
         from tuning.tracking import Tracking
 
-        checkpoint = fetch_model(args.model, Tracking.resolve(args.tracking_uri))
+        tracking = Tracking.resolve(args.tracking_uri)
+        tracking.check_reachable()
+        checkpoint = fetch_model(args.model, tracking)
     model, spec = load_model(checkpoint, device)
     root = args.features or spec.config.data.features or ensure_store("features/demo")
     splits = load_eval_splits(spec.config, root, args.split, device)

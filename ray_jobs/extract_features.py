@@ -10,30 +10,34 @@ failures by stage and reason, and seconds per stage.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-import ray
-from tabulate import tabulate
+from tuning.local_ray import keep_local_ray_on_loopback, start_ray
 
-from extraction.config import load_extraction_config
-from extraction.pipeline import ERRORS, run_extraction
-from scd_core.config import ConfigError
+keep_local_ray_on_loopback()  # before anything imports ray
+
+from tabulate import tabulate  # noqa: E402
+
+from extraction.config import load_extraction_config  # noqa: E402
+from extraction.manifest import ManifestError  # noqa: E402
+from extraction.pipeline import ERRORS, run_extraction  # noqa: E402
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="extraction YAML (sources, encoders, resources)")
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS or a local Ray)")
+    add_debug_flag(parser)
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. output=features/mine device=cuda")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_extraction_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
-    ray.init(address=args.address or os.environ.get("RAY_ADDRESS"))
+    return explained(lambda: run(args), args.debug, (*USER_ERRORS, ManifestError))
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_extraction_config(args.config, args.overrides)
+    start_ray(args.address)
     tic = time.perf_counter()
     summary = run_extraction(cfg)
     print(f"\n{cfg.output}: {sum(summary.rows.values())} rows written in {time.perf_counter() - tic:.1f} s"

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mlflow.exceptions import MlflowException
+
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained
 from tuning.leaderboard import latest_sweep
 from tuning.promote import ALIAS, MODEL_NAME, choose_run, promote
-from tuning.tracking import Tracking
+from tuning.tracking import Tracking, TrackingUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-name", default=MODEL_NAME)
     p.add_argument("--export", help="export directory (default: runs/promoted/<name>-v<version>)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the local store")
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    # LookupError: no such sweep, no finished trial, no checkpoint artifact.
+    return explained(lambda: run(args), args.debug, (*USER_ERRORS, LookupError, MlflowException, TrackingUnavailable))
+
+
+def run(args: argparse.Namespace) -> int:
     tracking = Tracking.resolve(args.tracking_uri)
+    tracking.check_reachable()
     run_id = args.run_id or choose_run(tracking, args.sweep or latest_sweep(tracking), args.by)
     done = promote(tracking, run_id, args.export, args.model_name)
     print(f"registered {done.model_name} version {done.version} (run {done.run_id}) as @{ALIAS}")

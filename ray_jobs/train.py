@@ -4,33 +4,34 @@
 
 Without ``--features`` it trains on the synthetic demo corpora (generated once into
 ``features/demo``). Prints one row per epoch and saves ``OUTPUT/best`` (the best dev
-epoch) and ``OUTPUT/last`` (resumable with ``--resume``).
+epoch) and ``OUTPUT/last`` (resumable with ``--resume``). An OUTPUT that already holds
+files is never replaced silently: pass ``--resume`` to continue it or ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained
 from scd_core.config import ConfigError, load_config
 from scd_core.progress import EpochTable
 from scd_core.synthetic import ensure_store
-from scd_core.trainer import Trainer, load_training_data, resolve_device
+from scd_core.trainer import NonFiniteLossError, Trainer, load_training_data, resolve_device
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", help="feature-store root (default: synthetic demo corpora)")
-    parser.add_argument("--config", help="experiment YAML")
-    parser.add_argument("--output", default="runs/train", help="checkpoint directory (default: runs/train)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
-    parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. model.graph=gat optim.epochs=5")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+def refuse_to_overwrite(output: Path) -> None:
+    """A second run into a used OUTPUT would replace its ``best`` and ``last``: say so instead."""
+    if output.is_dir() and any(output.iterdir()):
+        raise ConfigError(f"--output {output} already holds a run ({', '.join(sorted(p.name for p in output.iterdir()))});"
+                          " pass --resume to continue it, --overwrite to replace it, or choose another --output")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if not (args.resume or args.overwrite):
+        refuse_to_overwrite(Path(args.output))
     root = args.features or cfg.data.features or ensure_store("features/demo")
     device = resolve_device(cfg.device)
     data = load_training_data(cfg, root, device)
@@ -39,6 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbest dev score {result.best_score:.4f} at epoch {result.best_epoch}: {args.output}/best")
     print(f"evaluate it: python ray_jobs/evaluate.py --checkpoint {args.output}/best --features {root}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", help="feature-store root (default: synthetic demo corpora)")
+    parser.add_argument("--config", help="experiment YAML")
+    parser.add_argument("--output", default="runs/train", help="checkpoint directory (default: runs/train)")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    again.add_argument("--overwrite", action="store_true", help="replace the run already in OUTPUT")
+    add_debug_flag(parser)
+    parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. model.graph=gat optim.epochs=5")
+    args = parser.parse_args(argv)
+    return explained(lambda: run(args), args.debug, (*USER_ERRORS, NonFiniteLossError))
 
 
 if __name__ == "__main__":

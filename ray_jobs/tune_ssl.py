@@ -12,15 +12,16 @@ cluster. ``--resume --name NAME`` continues an interrupted sweep.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-# A local Ray (no cluster address) listens on 127.0.0.1 only: on Linux Ray otherwise binds
-# its services to the machine's network address. Ray reads this at import time.
-if not os.environ.get("RAY_ADDRESS") and not any(a.startswith("--address") for a in sys.argv):
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+from tuning.local_ray import keep_local_ray_on_loopback
 
+keep_local_ray_on_loopback()  # before anything imports ray
+
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained  # noqa: E402
+from tuning.spaces import SpaceError  # noqa: E402
 from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
+from tuning.tracking import TrackingUnavailable  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report-top-k", type=int, default=3, help="trials compared on the test splits in the report")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    add_debug_flag(p)
     p.add_argument("overrides", nargs="*", help="section.field=value applied to every trial")
     args = p.parse_args(argv)
     if args.resume and not args.name:
         p.error("--resume needs --name")
+    return explained(lambda: run(args), args.debug, (*USER_ERRORS, SpaceError, TrackingUnavailable))
+
+
+def run(args: argparse.Namespace) -> int:
     result = run_sweep(SweepSettings(
         space=args.space, features=args.features, config=args.config, overrides=args.overrides,
         strategy=args.strategy, num_samples=args.num_samples, epochs=args.epochs,
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         storage_path=args.storage_path, tracking_uri=args.tracking_uri, seed=args.seed, address=args.address,
         report_top_k=args.report_top_k,
     ))
-    print(f"\nsweep {result.name}: {len(result.leaderboard.rows)} trials, {result.num_errors} failed\n")
+    print(f"\nsweep {result.name}: {result.num_trials} trials, {result.num_errors} failed\n")
     print(result.leaderboard.to_text())
     uri = result.tracking.uri
     print(f"\nleaderboard: python -m dashboards.leaderboard --sweep {result.name} --tracking-uri {uri}")
@@ -63,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
           "(also in the MLflow UI: the sweep run's artifacts, report/)")
     print(f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
           f"             then open http://127.0.0.1:5000/{result.view}")
+    if result.every_trial_failed:
+        print(f"every trial failed: see each trial run's failure_reason tag ({uri})", file=sys.stderr)
+        return 1
     print(f"promote:     python ray_jobs/promote.py --sweep {result.name} --tracking-uri {uri}")
     return 0
 

@@ -28,13 +28,45 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from scd_core.config import ExperimentConfig, build_config
+from scd_core.config import ConfigError, ExperimentConfig, build_config
 from scd_core.features.schema import ModalityInfo
 
 FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read; the message names the file and what is wrong with it."""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (is {path.parent} a checkpoint directory?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not readable JSON: {err}") from None
+
+
+def _read_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file (never a pickle: a renamed pickle fails here, it is not executed)."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing (is {path.parent} a checkpoint directory?)")
+    try:
+        return load_file(path, device=device)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); truncated or another format?") \
+            from None
+
+
+def _load_weights(module: nn.Module, path: Path, device: str = "cpu") -> None:
+    try:
+        module.load_state_dict(_read_tensors(path, device))
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+        raise CheckpointError(f"{path}: weights do not fit the model its config.json describes: {err}") from None
 
 
 @dataclass
@@ -55,13 +87,21 @@ class ModelSpec:
                           indent=2)
 
     @classmethod
-    def from_json(cls, text: str, where: Path) -> "ModelSpec":
-        raw = json.loads(text)
+    def from_dict(cls, raw: Any, where: Path) -> "ModelSpec":
+        """``raw``: the parsed ``config.json`` at ``where`` (named in errors)."""
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{where}: must be a JSON object, got {type(raw).__name__}")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{where}: checkpoint format {raw.get('format_version')!r}, expected {FORMAT_VERSION}")
+            raise CheckpointError(f"{where}: field format_version: {raw.get('format_version')!r}, "
+                                  f"expected {FORMAT_VERSION}")
         store = raw.get("store_modalities")
-        return cls(build_config(raw["experiment"]), dict(raw["modality_dims"]), list(raw["tasks"]),
-                   None if store is None else {m: ModalityInfo(**info) for m, info in store.items()})
+        try:
+            return cls(build_config(raw["experiment"]), dict(raw["modality_dims"]), list(raw["tasks"]),
+                       None if store is None else {m: ModalityInfo(**info) for m, info in store.items()})
+        except KeyError as err:
+            raise CheckpointError(f"{where}: field {err.args[0]} is missing") from None
+        except (ConfigError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{where}: field experiment/modality_dims/tasks/store_modalities: {err}") from None
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -145,8 +185,8 @@ def save_checkpoint(
 
 
 def load_spec(path: str | Path) -> ModelSpec:
-    path = Path(path)
-    return ModelSpec.from_json((path / "config.json").read_text(), path / "config.json")
+    where = Path(path) / "config.json"
+    return ModelSpec.from_dict(_read_json(where), where)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
@@ -154,13 +194,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     path = Path(path)
     spec = load_spec(path)
     model = build_model(spec)
-    model.load_state_dict(load_file(path / "model.safetensors"))
+    _load_weights(model, path / "model.safetensors")
     return model.to(device), spec
 
 
 def training_history(path: str | Path) -> list[dict[str, Any]]:
     """The epoch history of a training checkpoint (``EpochReport`` fields, one dict per epoch)."""
-    return json.loads((Path(path) / "state.json").read_text())["history"]
+    state = _read_json(Path(path) / "state.json")
+    if not isinstance(state, dict) or "history" not in state:
+        raise CheckpointError(f"{Path(path) / 'state.json'}: field history is missing")
+    return state["history"]
 
 
 def load_training_state(
@@ -169,9 +212,9 @@ def load_training_state(
     """Restore model, optimiser and scheduler in place; return the rest of ``state.json``."""
     path = Path(path)
     device = next(model.parameters()).device
-    model.load_state_dict(load_file(path / "model.safetensors", device=str(device)))
-    state = json.loads((path / "state.json").read_text())
-    tensors = load_file(path / "optimizer.safetensors", device=str(device))
+    _load_weights(model, path / "model.safetensors", str(device))
+    state = _read_json(path / "state.json")
+    tensors = _read_tensors(path / "optimizer.safetensors", str(device))
     optimizer.load_state_dict(_optimizer_from_safe(tensors, state.pop("optimizer")))
     scheduler_state = state.pop("scheduler")
     if scheduler is not None and scheduler_state is not None:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scd_core.tasks import CorpusName, ModalityName, TaskName
+from scd_core.yaml_io import parse_yaml, read_yaml
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,15 @@ class DataConfig(_Section):
         if v is not None and (any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
             raise ValueError(f"weights must be >= 0 with a positive sum, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _weights_of_training_corpora(self) -> "DataConfig":
+        if self.corpus_weights is not None:
+            others = sorted(set(self.corpus_weights) - set(self.train_corpora))
+            if others:
+                raise ValueError(f"corpus_weights: {others} not in train_corpora {self.train_corpora} "
+                                 "(weights are sampling proportions of the training corpora)")
+        return self
 
 
 class ModelConfig(_Section):
@@ -236,7 +246,10 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form section.field=value")
-        flat[key.strip()] = yaml.safe_load(raw)
+        try:
+            flat[key.strip()] = parse_yaml(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML: {err}") from None
     return nest(flat)
 
 
@@ -295,7 +308,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = read_yaml(path)
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"cannot read config {path}: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):

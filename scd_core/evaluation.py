@@ -45,6 +45,17 @@ def selection_metrics(tasks: Sequence[str] = TASK_NAMES) -> tuple[str, ...]:
     return tuple(m for t in TASK_NAMES if t in tasks for m in TASK_METRICS[t])
 
 
+class NonFiniteOutputError(FloatingPointError):
+    """The model's outputs hold NaN or inf: metrics of them would be meaningless numbers."""
+
+
+def _check_finite(corpus: str, task: str, out: Tensor) -> None:
+    bad = int((~torch.isfinite(out.reshape(len(out), -1))).any(dim=1).sum())
+    if bad:
+        raise NonFiniteOutputError(f"{corpus}: {bad} of {len(out)} rows have non-finite {task} outputs (NaN or inf);"
+                                   " the model's weights are broken (check the checkpoint)")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: CorpusTensors, batch_size: int = 1024) -> dict[str, Tensor]:
     """Model outputs for every row of ``data`` (eval mode, restored afterwards)."""
@@ -63,6 +74,7 @@ def predict(model: nn.Module, data: CorpusTensors, batch_size: int = 1024) -> di
 def metric_inputs(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors):
     """(metric functions, target, prediction) for the corpus's own task, labelled rows only."""
     task = CORPORA[corpus].task
+    _check_finite(corpus, task, outputs[task])
     rows = data.label_mask[task].cpu().numpy()
     out = outputs[task].detach().float().cpu().numpy()[rows]
     label = data.labels[task].cpu().numpy()[rows]

@@ -28,9 +28,9 @@ from torch import Tensor
 from scd_core.augment import drop_modalities, without_modalities
 from scd_core.batching import epoch_batches
 from scd_core.checkpoint import ModelSpec, build_model, load_training_state, load_training_tensors, save_checkpoint
-from scd_core.config import ExperimentConfig
+from scd_core.config import ConfigError, ExperimentConfig
 from scd_core.evaluation import METRICS, dev_score, evaluate
-from scd_core.features import CorpusTensors, Manifest, ModalityInfo, concat, load_split
+from scd_core.features import CorpusTensors, FeatureStoreError, Manifest, ModalityInfo, concat, load_split
 from scd_core.gradnorm import GradNorm
 from scd_core.losses import supervised_losses
 from scd_core.model import SharedState
@@ -83,7 +83,7 @@ def _read_manifest(cfg: ExperimentConfig, root: str | Path) -> Manifest:
     manifest = Manifest.read(Path(root))
     absent = [m for m in cfg.data.modalities if m not in manifest.modalities]
     if absent:
-        raise ValueError(f"{root}: the feature store has no modality {absent} (it has {sorted(manifest.modalities)})")
+        raise FeatureStoreError(f"{root}: the feature store has no modality {absent} (it has {sorted(manifest.modalities)})")
     return manifest
 
 
@@ -107,11 +107,11 @@ def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.de
     for corpus in cfg.data.train_corpora:
         for split in ("train", "dev"):
             if split not in manifest.corpora.get(corpus, {}):
-                raise ValueError(f"{root}: training corpus {corpus!r} has no {split} split")
+                raise FeatureStoreError(f"{root}: training corpus {corpus!r} has no {split} split")
     trained_tasks = {CORPORA[c].task for c in cfg.data.train_corpora}
     missing = [t for t in cfg.data.tasks if t not in trained_tasks]
     if missing:
-        raise ValueError(f"task(s) {missing} have no training corpus in data.train_corpora {cfg.data.train_corpora}")
+        raise ConfigError(f"task(s) {missing} have no training corpus in data.train_corpora {cfg.data.train_corpora}")
     dev = load_eval_splits(cfg, root, "dev", device)
     return TrainingData(
         train=concat([_load(root, c, "train", cfg, manifest, device) for c in cfg.data.train_corpora]),

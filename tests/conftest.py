@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The local Rays that tests start in-process listen on 127.0.0.1 only, like the entry points'
+# (tuning/local_ray.py); Ray reads this when it is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -239,3 +239,41 @@ def test_emo_rows_without_mass_are_rejected_naming_row_and_sample(store):
     msg = _problems(store)
     assert f"{path}: column {','.join(EMO)}: row 0 (sample_id 'm0'): EMO label with no mass" in msg
     assert "row 1" not in msg
+
+
+def test_empty_split_is_named_not_an_index_error(store):
+    path = rewrite(store, "bah", "dev", lambda t: t.slice(0, 0))
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["corpora"]["bah"]["dev"] = 0
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    assert f"{path}: no rows" in _problems(store)
+    with pytest.raises(FeatureStoreError, match="bah/dev.parquet: no rows"):
+        read_split(store, "bah", "dev")
+
+
+@pytest.mark.parametrize("manifest,field", [
+    ([], "must be a JSON object, got list"),
+    ({"schema_version": 1, "modalities": [], "corpora": {}}, "field modalities must be an object, got list"),
+    ({"schema_version": 1, "modalities": {}, "corpora": {"bah": ["dev"]}},
+     "field corpora.bah must map split names to row counts"),
+    ({"schema_version": 1, "modalities": {"video": {"encoder": "x", "dim": True}}, "corpora": {}},
+     "field modalities.video.dim must be a positive integer, got True"),
+    ({"schema_version": 1, "modalities": {}, "corpora": {"bah": {"dev": "3"}}},
+     "field corpora.bah.dev must be a row count, got '3'"),
+])
+def test_malformed_manifest_names_file_and_field(store, capsys, manifest, field):
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    assert features_cli(["validate", str(store)]) == 1
+    assert f"{store / 'manifest.json'}: {field}" in capsys.readouterr().err
+
+
+def test_float64_features_and_integer_ids_are_rejected(store):
+    def change(table):
+        table = replace_column(table, "f_text", pa.array(table.column("f_text").to_pylist(), pa.list_(pa.float64())))
+        return replace_column(table, "sample_id", pa.array([0, 1, 2], pa.int64()))
+
+    path = rewrite(store, "bah", "dev", change)
+    msg = _problems(store)
+    assert f"{path}: column sample_id: type int64: sample ids are strings" in msg
+    path = rewrite(store, "bah", "dev", lambda t: replace_column(t, "sample_id", pa.array(["b0", "b1", "b2"])))
+    assert f"{path}: column f_text: values of type double: features are float32 lists" in _problems(store)

@@ -111,8 +111,11 @@ def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store)
     space = write_space(tmp_path / "fail.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 1},
                         variants={"fine": {}, "diverges": {"optim.optimizer": "sgd", "optim.lr": 1.0,
                                                            "optim.scheduler": "none"}})
-    result = run_sweep(settings(tmp_path, demo_store, space, name="fail", asha=False, max_failures=0))
-    assert result.num_errors == 1
+    result = run_sweep(settings(tmp_path, demo_store, space, name="fail", asha=False, max_failures=2))
+    assert result.num_errors == 1 and not result.every_trial_failed
+    # A non-finite loss would recur from the same checkpoint: the trial ran once, not three times.
+    [error] = (tmp_path / "ray" / "fail").glob("*/error.txt")
+    assert error.read_text().count("Failure #") == 1
     runs = {r.data.tags["override.optim.optimizer"] if "override.optim.optimizer" in r.data.tags else "fine": r
             for r in children(result.tracking, "fail")}
     assert runs["fine"].info.status == "FINISHED"

@@ -52,7 +52,6 @@ Combinations of grid values are not checked beforehand (a grid can be huge).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +61,7 @@ import yaml
 from pydantic import BaseModel
 
 from scd_core.config import ConfigError, ExperimentConfig, SearchConfig, load_config, with_overrides
+from scd_core.yaml_io import read_yaml
 
 __all__ = ["SpaceError", "Parameter", "SearchSpace", "load_space", "available_spaces", "SPACES_DIR",
            "STRATEGIES", "DISTRIBUTIONS", "VARIANT"]
@@ -78,17 +78,6 @@ _BOUNDS = {"uniform": ("low", "high"), "loguniform": ("low", "high"), "quniform"
 
 class SpaceError(ValueError):
     """A search space is invalid; the message names the file and the offending key."""
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-5`` as a float (PyYAML follows YAML 1.1, which
-    needs ``1.0e-5``; a string would otherwise pass the config's lax float parsing but
-    break baseline comparisons and Ray's numeric domains)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789")
-)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -125,6 +114,16 @@ def _config_key_problem(key: Any) -> str | None:
             return f"{'.'.join(parts[:i + 1])} is a config field, not a section"
         node = annotation
     return None
+
+
+def _is_integer_field(key: str) -> bool:
+    """Whether the config field at dotted ``key`` (a valid key) holds an integer."""
+    node: type[BaseModel] = ExperimentConfig
+    for part in key.split("."):
+        fields = {f.alias or name: f for name, f in node.model_fields.items()}
+        node = fields[part].annotation
+    kinds = get_args(node) or (node,)
+    return int in kinds and float not in kinds and bool not in kinds
 
 
 @lru_cache(maxsize=1)
@@ -487,6 +486,13 @@ def _parse_parameter(name: Any, spec: Any, fail) -> Parameter:
         raise fail(f"a loguniform low must be > 0, got {bounds['low']}")
     if distribution == "quniform" and bounds["q"] <= 0:
         raise fail(f"q must be > 0, got {bounds['q']}")
+    # An integer field takes integers only; checking the bounds alone would let a float through.
+    integer_targets = [t for t in targets if _is_integer_field(t)]
+    draws_floats = distribution in ("uniform", "loguniform") or (
+        distribution == "quniform" and not all(isinstance(b, int) for b in bounds.values()))
+    if integer_targets and draws_floats:
+        raise fail(f"{integer_targets[0]} is an integer field but a {distribution} distribution draws floats; "
+                   "use randint, quniform with integer low, high and q, choice or a list of integers")
     return Parameter(name, tuple(targets), distribution, **bounds)
 
 
@@ -496,7 +502,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if not path.exists() and path.suffix == "" and len(path.parts) == 1:
         path = SPACES_DIR / f"{path}.yaml"
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        data = read_yaml(path)
     except (OSError, yaml.YAMLError) as err:
         raise SpaceError(f"{path}: cannot read the search space: {err}") from None
     return SearchSpace.from_dict(data, source=str(path))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -26,13 +27,16 @@ from dashboards.tables import Table
 from dashboards.trial_figures import checkpoint_figures
 from scd_core.checkpoint import load_spec, training_history
 from scd_core.config import load_config, with_overrides
-from scd_core.features import Manifest
+from scd_core.features import FeatureStoreError, Manifest, validate_store
 from scd_core.synthetic import ensure_store
 from scd_core.trainer import load_eval_splits
 from tuning.leaderboard import publish_leaderboard, view_path
+from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, load_space
-from tuning.tracking import Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
-from tuning.trial import TrialContext, run_trial
+from tuning.tracking import CHILD, Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
+from tuning.trial import PERMANENT_FAILURE, TrialContext, run_trial
+
+MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
 
 
 @dataclass
@@ -76,7 +80,7 @@ class MlflowStatusCallback(tune.Callback):
         if run is None:
             return
         client = self.tracking.client()
-        if reason:
+        if reason and "failure_reason" not in run.data.tags:  # the trial's own reason is the fuller one
             client.set_tag(run.info.run_id, "failure_reason", reason[:5000])
         if run.info.status not in ("FINISHED", "FAILED") or status == "FAILED":
             client.set_terminated(run.info.run_id, status)
@@ -90,6 +94,15 @@ class MlflowStatusCallback(tune.Callback):
         self._close(trial, "FAILED", reason.strip().splitlines()[-1] if reason.strip() else reason)
 
 
+class NoRetryOfPermanentFailures(tune.Callback):
+    """A trial that fails in a way a retry would only repeat (``tuning.trial.PERMANENT_ERRORS``)
+    reports a flag before it raises; this sets the trial's retry budget to zero on seeing it."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get(PERMANENT_FAILURE):
+            trial.max_failures = 0
+
+
 @dataclass
 class SweepResult:
     name: str
@@ -99,6 +112,11 @@ class SweepResult:
     experiment_path: Path
     num_errors: int
     view: str  # the leaderboard's path in the MLflow UI (after the server's address)
+    num_trials: int = 0
+
+    @property
+    def every_trial_failed(self) -> bool:
+        return self.num_trials > 0 and self.num_errors == self.num_trials
 
 
 def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str) -> None:
@@ -120,17 +138,56 @@ def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str
             client.log_artifacts(run.info.run_id, tmp, "figures")
 
 
+def validate_store_once(features: Path) -> Manifest:
+    """Check the whole feature store before any trial: a broken store fails the sweep once, here,
+    instead of every trial and every retry of it."""
+    _, errors = validate_store(features)
+    if errors:
+        more = f"\n({len(errors) - MAX_ERRORS_SHOWN} more; see python -m scd_core.features validate {features})" \
+            if len(errors) > MAX_ERRORS_SHOWN else ""
+        raise FeatureStoreError("\n".join(errors[:MAX_ERRORS_SHOWN]) + more)
+    return Manifest.read(features)
+
+
+def mark_interrupted(tracking: Tracking, sweep: str, parent_id: str, reason: str) -> None:
+    """The sweep run FAILED and its unfinished trial runs KILLED, with the reason (``--resume``
+    reopens them)."""
+    client = tracking.client()
+    for run in client.search_runs([tracking.experiment_id(client)],
+                                  f"tags.sweep = '{sweep}' and tags.role = '{CHILD}' and attributes.status = 'RUNNING'"):
+        client.set_tag(run.info.run_id, "failure_reason", f"sweep interrupted: {reason}")
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_tag(parent_id, "failure_reason", reason)
+    client.set_terminated(parent_id, "FAILED")
+
+
+@contextmanager
+def runs_marked_failed_on_error(tracking: Tracking, sweep: str, parent_id: str) -> Iterator[None]:
+    """Whatever stops the sweep (the storage path, Ray, SIGTERM, Ctrl-C), its runs say so, and why."""
+    try:
+        yield
+    except BaseException as err:
+        mark_interrupted(tracking, sweep, parent_id, f"{type(err).__name__}: {err}"[:5000])
+        raise
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:
-    space: SearchSpace = load_space(settings.space)  # a bad space fails here, before any trial
+    # Everything a user can get wrong is checked here, before Ray starts and before any MLflow run.
+    space: SearchSpace = load_space(settings.space)
     strategy = settings.strategy or space.strategy
     num_trials = space.num_trials(strategy, settings.num_samples)
     base = load_config(settings.config, settings.overrides)
     home = tracking_home()
     features = Path(settings.features or base.data.features or ensure_store(home / "features" / "demo")).resolve()
-    manifest = Manifest.read(features)
+    manifest = validate_store_once(features)
     name = settings.name or f"{space.name}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = Path(settings.storage_path or home / "ray_results").resolve()
     tracking = Tracking.resolve(settings.tracking_uri)
+    tracking.check_reachable()
+    storage = Path(settings.storage_path or home / "ray_results").resolve()
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"--storage-path {storage}: cannot create the folder for trial checkpoints: {err}") from None
     if settings.resume and not tune.Tuner.can_restore(str(storage / name)):
         raise FileNotFoundError(f"nothing to resume at {storage / name} (check --name and --storage-path)")
 
@@ -138,53 +195,57 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         "space": space.name, "strategy": strategy, "git_commit": git_commit(),
         "manifest_hash": manifest.digest(), "features": str(features), **package_versions(),
     })
-    if not ray.is_initialized():
-        ray.init(address=settings.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    with runs_marked_failed_on_error(tracking, name, parent_id):
+        start_ray(settings.address, log_to_driver=True)
 
-    # Settings applied after the space's values, so the command line wins (e.g. --epochs).
-    cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
-    # A trial reads its config's data.features: the space's where it varies the store, else this one.
-    base = with_overrides(base, {"data.features": str(features)})
-    context = TrialContext(space, strategy, base.to_dict(), os.getcwd(), tracking, name, parent_id, cli)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, context=context),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-    )
-    experiment_path = storage / name
-    if settings.resume:
-        tuner = tune.Tuner.restore(str(experiment_path), trainable)
-    else:
-        epochs = settings.epochs or space.fixed.get("optim.epochs", base.optim.epochs)  # ASHA's horizon
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space.param_space(strategy),
-            tune_config=tune.TuneConfig(
-                metric="dev_score",
-                mode="max",
-                search_alg=OptunaSearch(seed=settings.seed, points_to_evaluate=space.points_to_evaluate() or None)
-                if strategy == "optuna" else None,
-                scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs))
-                if settings.asha else None,
-                num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
-                max_concurrent_trials=settings.max_concurrent,
-                reuse_actors=True,  # a new trial skips process start-up and imports (seconds each)
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(storage),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                callbacks=[MlflowStatusCallback(tracking, name)],
-                verbose=1,
-            ),
+        # Settings applied after the space's values, so the command line wins (e.g. --epochs).
+        cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
+        # A trial reads its config's data.features: the space's where it varies the store, else this one.
+        base = with_overrides(base, {"data.features": str(features)})
+        context = TrialContext(space, strategy, base.to_dict(), os.getcwd(), tracking, name, parent_id, cli)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, context=context),
+            {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
         )
-    results = tuner.fit()
-    log_missing_figures(results, tracking, name)
-    board = publish_leaderboard(tracking, name)
-    publish_report(tracking, name, space, features, settings.report_top_k)
-    tracking.client().set_terminated(parent_id, "FINISHED")
-    return SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors),
-                       view_path(tracking.experiment_id(), name))
+        experiment_path = storage / name
+        if settings.resume:
+            tuner = tune.Tuner.restore(str(experiment_path), trainable)
+        else:
+            epochs = settings.epochs or space.fixed.get("optim.epochs", base.optim.epochs)  # ASHA's horizon
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space.param_space(strategy),
+                tune_config=tune.TuneConfig(
+                    metric="dev_score",
+                    mode="max",
+                    search_alg=OptunaSearch(seed=settings.seed, points_to_evaluate=space.points_to_evaluate() or None)
+                    if strategy == "optuna" else None,
+                    scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs))
+                    if settings.asha else None,
+                    num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
+                    max_concurrent_trials=settings.max_concurrent,
+                    reuse_actors=True,  # a new trial skips process start-up and imports (seconds each)
+                ),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=str(storage),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                    callbacks=[MlflowStatusCallback(tracking, name), NoRetryOfPermanentFailures()],
+                    verbose=1,
+                ),
+            )
+        results = tuner.fit()
+        log_missing_figures(results, tracking, name)
+        board = publish_leaderboard(tracking, name)
+        publish_report(tracking, name, space, features, settings.report_top_k)
+
+    result = SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors),
+                         view_path(tracking.experiment_id(), name), len(results))
+    if result.every_trial_failed:
+        tracking.client().set_tag(parent_id, "failure_reason", f"all {result.num_trials} trials failed")
+    tracking.client().set_terminated(parent_id, "FAILED" if result.every_trial_failed else "FINISHED")
+    return result
 
 
-__all__ = ["MlflowStatusCallback", "SweepResult", "SweepSettings", "run_sweep"]
+__all__ = ["MlflowStatusCallback", "NoRetryOfPermanentFailures", "SweepResult", "SweepSettings", "run_sweep"]

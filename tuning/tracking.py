@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +42,10 @@ def tracking_home() -> Path:
     return Path.home() / "scd-mmpsr" if "runtime_resources" in cwd.parts else cwd
 
 
+class TrackingUnavailable(ConnectionError):
+    """The MLflow tracking server does not answer; the message names its URI."""
+
+
 @dataclass(frozen=True)
 class Tracking:
     """Where runs go: a tracking URI, the experiment, and (local stores) the artifact root."""
@@ -62,6 +68,20 @@ class Tracking:
 
     def client(self) -> MlflowClient:
         return MlflowClient(self.uri)
+
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Fail in seconds if a tracking server does not answer (MLflow's own client retries
+        for minutes). Local stores (sqlite, files) need no check."""
+        if not self.uri.startswith(("http://", "https://")):
+            return
+        try:
+            urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=timeout_s).close()
+        except urllib.error.HTTPError:  # it answered (an error page still means a live server)
+            return
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingUnavailable(f"MLflow tracking server {self.uri} does not answer ({reason}); start it, "
+                                      "or pass another --tracking-uri") from None
 
     def experiment_id(self, client: MlflowClient | None = None) -> str:
         client = client or self.client()
@@ -104,7 +124,8 @@ def parent_run(tracking: Tracking, sweep: str, tags: Mapping[str, str]) -> str:
     client = tracking.client()
     exp = tracking.experiment_id(client)
     found = _one_run(client, exp, f"tags.sweep = '{sweep}' and tags.role = '{PARENT}'")
-    if found is not None:
+    if found is not None:  # a resumed sweep: running again (it may have been marked FAILED)
+        client.update_run(found.info.run_id, status="RUNNING")
         return found.info.run_id
     if not EXPERIMENT_KIND.keys() <= client.get_experiment(exp).tags.keys():  # a store from before the tag
         for key, value in EXPERIMENT_KIND.items():

@@ -16,6 +16,7 @@ training loop: the sweep draws its figures afterwards (``tuning.sweep.log_missin
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -26,11 +27,21 @@ from typing import Any, Mapping
 from ray import tune
 
 from dashboards.trial_figures import checkpoint_figures
-from scd_core.config import ExperimentConfig, build_config, with_overrides
+from scd_core.checkpoint import CheckpointError
+from scd_core.config import ConfigError, ExperimentConfig, build_config, with_overrides
+from scd_core.evaluation import NonFiniteOutputError
+from scd_core.features import FeatureStoreError
 from scd_core.model import count_parameters, size_mb
-from scd_core.trainer import EpochReport, Trainer, load_training_data, resolve_device
-from tuning.spaces import VARIANT, SearchSpace
+from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer, load_training_data, resolve_device
+from tuning.spaces import VARIANT, SearchSpace, SpaceError
 from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
+
+
+# Errors that a retry from the last checkpoint would only repeat (same config, same data, same
+# seeded epoch). ``tuning.sweep.NoRetryOfPermanentFailures`` reads the flag reported with them.
+PERMANENT_ERRORS = (ConfigError, SpaceError, FeatureStoreError, CheckpointError, NonFiniteLossError,
+                    NonFiniteOutputError)
+PERMANENT_FAILURE = "permanent_failure"
 
 
 @dataclass(frozen=True)
@@ -75,12 +86,9 @@ def trial_config(overrides: Mapping[str, Any], context: TrialContext) -> Experim
 def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (``config`` holds this trial's sampled values)."""
     trial = tune.get_context()
-    overrides = context.space.resolve(config, context.strategy)
-    cfg = trial_config(overrides, context)
+    # The run exists before anything can fail, so that every failure is recorded on it.
     run = TrialRun(context.tracking, context.sweep, context.parent_run_id, trial.get_trial_id(),
                    trial.get_trial_name(), {"git_commit": git_commit(), **package_versions()})
-    run.log_params(cfg.to_dict())
-    run.set_tags({f"override.{k}": v for k, v in overrides.items()})
     if VARIANT in config:  # the row label of ablation tables
         run.set_tags({"variant": config[VARIANT]})
     workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
@@ -89,6 +97,10 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, workdir, dirs_exist_ok=True)
     try:
+        overrides = context.space.resolve(config, context.strategy)
+        cfg = trial_config(overrides, context)
+        run.log_params(cfg.to_dict())
+        run.set_tags({f"override.{k}": v for k, v in overrides.items()})
         data = load_training_data(cfg, cfg.data.features, resolve_device(cfg.device))
         run.set_tags({"manifest_hash": data.manifest_digest})  # of the store this trial read
         trainer = Trainer(cfg, data, workdir)
@@ -121,6 +133,8 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     except Exception as err:
         run.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
         run.finish("FAILED")
+        if isinstance(err, PERMANENT_ERRORS):  # the same inputs fail the same way: tell Tune not to retry
+            tune.report({"dev_score": math.nan, PERMANENT_FAILURE: 1.0})
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -68,31 +68,51 @@ class Manifest:
             raise FeatureStoreError(f"{path}: missing (not a feature store?)") from None
         except json.JSONDecodeError as err:
             raise FeatureStoreError(f"{path}: invalid JSON: {err}") from None
+        if not isinstance(raw, dict):
+            raise FeatureStoreError(f"{path}: must be a JSON object, got {type(raw).__name__}")
         version = raw.get("schema_version")
         if version != SCHEMA_VERSION:
             raise FeatureStoreError(
                 f"{path}: field schema_version: store has {version!r}, this code reads {SCHEMA_VERSION}"
             )
         modalities = {}
-        for name, info in (raw.get("modalities") or {}).items():
+        for name, info in _mapping(raw, "modalities", path).items():
             if name not in MODALITIES:
                 raise FeatureStoreError(
                     f"{path}: field modalities.{name}: unknown modality; known: {list(MODALITIES)}"
                 )
+            if not isinstance(info, dict):
+                raise FeatureStoreError(f"{path}: field modalities.{name} must be an object, got {type(info).__name__}")
             try:
                 modalities[name] = ModalityInfo(**info)
             except TypeError as err:
                 raise FeatureStoreError(f"{path}: field modalities.{name}: {err}") from None
-            if not isinstance(modalities[name].dim, int) or modalities[name].dim < 1:
-                raise FeatureStoreError(f"{path}: field modalities.{name}.dim must be a positive int")
-        corpora = raw.get("corpora") or {}
+            dim = modalities[name].dim
+            if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+                raise FeatureStoreError(f"{path}: field modalities.{name}.dim must be a positive integer, got {dim!r}")
+        corpora = _mapping(raw, "corpora", path)
         for corpus, splits in corpora.items():
             if corpus not in CORPORA:
                 raise FeatureStoreError(f"{path}: field corpora.{corpus}: unknown corpus; known: {list(CORPORA)}")
-            for split in splits:
+            if not isinstance(splits, dict):
+                raise FeatureStoreError(f"{path}: field corpora.{corpus} must map split names to row counts "
+                                        f"(e.g. {{\"train\": 100}}), got {type(splits).__name__}")
+            for split, rows in splits.items():
                 if split not in SPLITS:
                     raise FeatureStoreError(f"{path}: field corpora.{corpus}.{split}: unknown split")
+                if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+                    raise FeatureStoreError(f"{path}: field corpora.{corpus}.{split} must be a row count, got {rows!r}")
         return cls(modalities=modalities, corpora=corpora, schema_version=version, source=raw.get("source", ""))
+
+
+def _mapping(raw: dict[str, Any], field_name: str, path: Path) -> dict[str, Any]:
+    """``raw[field_name]`` as a mapping (absent or null: empty); anything else names the field."""
+    value = raw.get(field_name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FeatureStoreError(f"{path}: field {field_name} must be an object, got {type(value).__name__}")
+    return value
 
 
 def split_path(root: Path, corpus: str, split: str) -> Path:

@@ -210,8 +210,9 @@ def _read_features(table: pa.Table, column: str, info: ModalityInfo, report: _Pr
         report.rows(column, wrong, f"feature length {first} != manifest dim {info.dim}")
         return None, None
     flat = pc.list_flatten(col)
-    if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)):
-        report.add(f"values of type {flat.type} are not numbers", column)
+    if flat.type != pa.float32():  # the contract; float64 would double memory and hide a writer bug
+        report.add(f"values of type {flat.type}: features are float32 lists (write them through "
+                   "scd_core.features.FeatureStoreWriter)", column)
         return None, None
     values = np.zeros((n, info.dim), np.float32)
     values[present] = flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, info.dim)
@@ -273,6 +274,11 @@ def _load_split(root: Path, corpus: str, split: str, manifest: Manifest) -> tupl
     for column in expected_columns(manifest.modalities):
         if column not in names:
             report.add("missing", column)
+    if table.num_rows == 0:
+        report.add("no rows: write the split's samples, or remove the file and its entry in the manifest")
+    id_type = table.schema.field("sample_id").type
+    if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+        report.add(f"type {id_type}: sample ids are strings", "sample_id")
     if report.errors:
         return None, report.errors
 
