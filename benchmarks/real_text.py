@@ -526,6 +526,18 @@ def discuss(report: dict[str, Any]) -> list[str]:
             top = sorted(emo.items(), key=lambda kv: -kv[1])[:3]
             notes.append(f"  {name}: accepted EMO pseudo-labels by class: " +
                          ", ".join(f"{k} {100 * v:.0f}%" for k, v in top) + ".")
+    collapsed = {}
+    for name, info in first_seed.items():
+        emo = {k[4:]: v for k, v in info["pseudo_label_shares_at_best"].items() if k.startswith("emo_") and v == v}
+        if emo and max(emo.values()) > 0.9:
+            collapsed[name] = max(emo, key=emo.get)
+    if collapsed:
+        notes.append("- Why the multitask models miss on MELD, as far as these numbers say: their accepted EMO "
+                     "pseudo-labels on the other corpora's rows collapse onto one class (" +
+                     ", ".join(f"{n}: {c}" for n, c in collapsed.items()) + "), so the pseudo-label branch "
+                     "teaches the shared trunk that every unlabelled clip shows that emotion. In-domain selection "
+                     "cannot see it: MOSEI's dev rows are labelled, and the class-balancing options of the space "
+                     "(FlexMatch thresholds, distribution alignment) were not preferred on the dev score.")
     for name, info in first_seed.items():
         if info["ssl"] and len(info["tasks"]) == 3:
             w = info["task_weights_at_best"]
