@@ -19,23 +19,22 @@ already predicted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
-from pathlib import Path
 
-# A local Ray (no cluster address) listens on 127.0.0.1 only; Ray reads this at import time.
-if not os.environ.get("RAY_ADDRESS") and not any(a.startswith("--address") for a in sys.argv):
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+from tuning.local_ray import keep_local_ray_on_loopback, start_ray
 
-import ray  # noqa: E402
+keep_local_ray_on_loopback()  # before anything imports ray
+
 import yaml  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from extraction.manifest import ManifestError  # noqa: E402
 from extraction.predict import PREDICTIONS, PredictError, PredictionSummary, run_prediction  # noqa: E402
-from scd_core.config import ConfigError, deep_merge, parse_overrides  # noqa: E402
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained  # noqa: E402
+from scd_core.config import deep_merge, parse_overrides  # noqa: E402
 from scd_core.tasks import PT_TRAITS  # noqa: E402
+from scd_core.yaml_io import read_yaml  # noqa: E402
 
 
 def summarize(summary: PredictionSummary, output: str) -> str:
@@ -80,28 +79,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="predict even when the extractors differ from the training ones (warns in every row)")
     parser.add_argument("--tracking-uri", help="for --model: default $MLFLOW_TRACKING_URI or the local store")
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS or a local Ray)")
+    add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
+    return explained(lambda: run(args), args.debug, (*USER_ERRORS, yaml.YAMLError, PredictError, ManifestError))
+
+
+def run(args: argparse.Namespace) -> int:
     inputs = [a for a in args.inputs if "=" not in a]
     overrides = [a for a in args.inputs if "=" in a]
-    try:
-        values = yaml.safe_load(Path(args.config).read_text()) or {} if args.config else {}
-        values = deep_merge(values, parse_overrides(overrides))
-    except (OSError, yaml.YAMLError, ConfigError) as err:
-        print(f"cannot read the extraction settings: {err}", file=sys.stderr)
-        return 2
+    values = (read_yaml(args.config) or {}) if args.config else {}
+    values = deep_merge(values, parse_overrides(overrides))
     checkpoint = args.checkpoint
     if args.model:  # only this path needs MLflow
         from tuning.promote import fetch_model
         from tuning.tracking import Tracking
 
         checkpoint = fetch_model(args.model, Tracking.resolve(args.tracking_uri))
-    if not ray.is_initialized():
-        ray.init(address=args.address or os.environ.get("RAY_ADDRESS"))
-    try:
-        summary = run_prediction(checkpoint, inputs, args.output, values, args.allow_mismatch)
-    except (PredictError, ConfigError, ManifestError) as err:
-        print(f"predict: {err}", file=sys.stderr)
-        return 2
+    start_ray(args.address)
+    summary = run_prediction(checkpoint, inputs, args.output, values, args.allow_mismatch)
     print(summarize(summary, args.output))
     return 0
 
