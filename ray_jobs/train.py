@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained
 from scd_core.config import ConfigError, load_config
 from scd_core.progress import EpochTable
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     root = args.features or cfg.data.features or ensure_store("features/demo")
     device = resolve_device(cfg.device)
     data = load_training_data(cfg, root, device)
-    print(f"training on {root} ({len(data.train)} rows from {', '.join(data.train.corpora)}) on {device}")
+    print(f"training on {root} ({len(data.train)} rows from {', '.join(data.train.corpora)}) on {device}"
+          + (f" with {args.threads} torch thread{'s' if args.threads > 1 else ''}" if device.type == "cpu" else ""))
     result = Trainer(cfg, data, args.output).fit(on_epoch=EpochTable(), resume=args.resume)
     print(f"\nbest dev score {result.best_score:.4f} at epoch {result.best_epoch}: {args.output}/best")
     print(f"evaluate it: python ray_jobs/evaluate.py --checkpoint {args.output}/best --features {root}")
@@ -50,10 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     again.add_argument("--overwrite", action="store_true", help="replace the run already in OUTPUT")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: a batch of 32 gains little from more, and more threads "
+                             "than free cores slow every step down; Ray trials also run with 1 per CPU)")
     add_debug_flag(parser)
     parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. model.graph=gat optim.epochs=5")
     args = parser.parse_args(argv)
-    return explained(lambda: run(args), args.debug, (*USER_ERRORS, NonFiniteLossError))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return explained(lambda: run(args), args.debug, (*USER_ERRORS, NonFiniteLossError))
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another process (the tests)
 
 
 if __name__ == "__main__":

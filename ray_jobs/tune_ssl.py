@@ -24,6 +24,14 @@ from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
 from tuning.tracking import TrackingUnavailable  # noqa: E402
 
 
+def mlflow_ui(uri: str, view: str) -> str:
+    """How to open the sweep's view: a tracking server serves the UI itself; a local store needs ``mlflow ui``."""
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow UI:   {uri.rstrip('/')}/{view}"
+    return (f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+            f"             then open http://127.0.0.1:5000/{view}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="quick", help="search space: a YAML path or the name of one in search_spaces/")
@@ -67,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nleaderboard: python -m dashboards.leaderboard --sweep {result.name} --tracking-uri {uri}")
     print(f"report:      python -m dashboards.report --sweep {result.name} --tracking-uri {uri}  "
           "(also in the MLflow UI: the sweep run's artifacts, report/)")
-    print(f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-          f"             then open http://127.0.0.1:5000/{result.view}")
+    print(mlflow_ui(uri, result.view))
     if result.every_trial_failed:
         print(f"every trial failed: see each trial run's failure_reason tag ({uri})", file=sys.stderr)
         return 1

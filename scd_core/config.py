@@ -7,6 +7,7 @@ value raises ``ConfigError`` naming the field and the allowed range or choices.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -230,11 +231,26 @@ class ExperimentConfig(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
+def _section_fields(loc: Sequence[Any]) -> list[str]:
+    """The field names of the config section at ``loc`` (the path to an unknown key)."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
 def format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":  # a typo: name the closest valid key
+            close = difflib.get_close_matches(str(e["loc"][-1]), _section_fields(e["loc"]), n=1)
+            if close:
+                msg += f"; did you mean {'.'.join([*map(str, e['loc'][:-1]), close[0]])}?"
         lines.append(f"  {where}: {msg} (got {e.get('input')!r})")
     return "invalid configuration:\n" + "\n".join(lines)
 
@@ -315,3 +331,42 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config {path} must be a mapping, got {type(loaded).__name__}")
         values = loaded or {}
     return build_config(deep_merge(values, parse_overrides(overrides)))
+
+
+def describe(cfg: ExperimentConfig | None = None) -> str:
+    """``cfg`` (default: the defaults) as YAML, each field with its description as a comment."""
+    cfg = cfg or ExperimentConfig()
+    values = cfg.to_dict()
+    lines = []
+    for name, field in ExperimentConfig.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            doc = " ".join((annotation.__doc__ or "").split()).split(". ")[0].rstrip(".")  # its first sentence
+            lines.append(f"{name}:{f'  # {doc}' if doc else ''}")
+            for sub_name, sub in annotation.model_fields.items():
+                key = sub.alias or sub_name
+                lines.append(_yaml_line(key, values[name][key], sub.description, "  "))
+        else:
+            lines.append(_yaml_line(name, values[name], field.description, ""))
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_line(key: str, value: Any, description: str | None, indent: str) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+    return f"{indent}{key}: {text}" + (f"  # {description}" if description else "")
+
+
+if __name__ == "__main__":  # python -m scd_core.config [--config YAML] [key=value ...]
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m scd_core.config",
+                                     description="Print an experiment config (default: the defaults) as YAML, "
+                                                 "with each field's description.")
+    parser.add_argument("--config", help="experiment YAML")
+    parser.add_argument("overrides", nargs="*", help="section.field=value")
+    args = parser.parse_args()
+    try:
+        print(describe(load_config(args.config, args.overrides)), end="")
+    except ConfigError as err:
+        sys.exit(f"error: {err}")

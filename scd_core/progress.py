@@ -17,12 +17,12 @@ class EpochTable:
     new best epoch.
     """
 
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream  # None: whatever sys.stdout is when a row is printed
         self.weight_names: list[str] | None = None
 
     def _line(self, cells: list[str]) -> None:
-        print("  ".join(c.rjust(11) for c in cells), file=self.stream, flush=True)
+        print("  ".join(c.rjust(11) for c in cells), file=self.stream or sys.stdout, flush=True)
 
     def __call__(self, report) -> None:
         if self.weight_names is None:

@@ -1,6 +1,7 @@
 """Experiment configuration: paper defaults, YAML + overrides, errors that name the field."""
 
 import pytest
+import yaml
 
 from scd_core.config import ConfigError, ExperimentConfig, load_config, with_overrides
 
@@ -78,3 +79,22 @@ def test_graph_self_loops_is_searchable_from_a_space():
     values = [with_overrides(load_config(), space.resolve({"model.graph_self_loops": v}, "grid")).model.graph_self_loops
               for v in space.param_space("grid")["model.graph_self_loops"]["grid_search"]]
     assert values == [None, True, False]
+
+
+def test_unknown_key_suggests_the_closest_valid_one():
+    with pytest.raises(ConfigError, match=r"model.hiddendim: .*did you mean model.hidden_dim\?"):
+        load_config(None, ["model.hiddendim=256"])
+    with pytest.raises(ConfigError, match=r"did you mean ssl.lambda\?"):
+        load_config(None, ["ssl.lamda=0.2"])
+
+
+def test_printed_defaults_are_described_and_read_back():
+    from scd_core.config import ExperimentConfig, build_config, describe
+
+    text = describe()
+    assert "  hidden_dim: 512\n" in text
+    assert "  modality_dropout: 0.0  # training only:" in text
+    assert "model:  # MCDM architecture (paper section 2.3, Table 15)\n" in text
+    assert build_config(yaml.safe_load(text)) == ExperimentConfig()
+    changed = describe(load_config(None, ["ssl.lambda=0.2"]))
+    assert "  lambda: 0.2  # SSL budget" in changed

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,21 @@ def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, demo_store, caps
     assert main(["--overwrite", *args, "optim.lr=5e-4"]) == 0  # deliberately: replaced
     after = digest(out)
     assert set(after) == set(before) and after["best/model.safetensors"] != before["best/model.safetensors"]
+
+
+def test_train_runs_with_the_threads_it_is_given(tmp_path, demo_store, capsys):
+    main = entry_point("train").main
+    before = torch.get_num_threads()
+    assert main(["--features", str(demo_store), "--output", str(tmp_path / "run"), "--threads", "2", *TINY]) == 0
+    assert "on cpu with 2 torch threads" in capsys.readouterr().out
+    assert torch.get_num_threads() == before  # the caller's setting is restored
+
+
+def test_sweep_names_the_ui_of_its_tracking_store():
+    ui = entry_point("tune_ssl").mlflow_ui
+    assert ui("http://127.0.0.1:5000/", "#/x") == "MLflow UI:   http://127.0.0.1:5000/#/x"  # the server's own UI
+    local = ui("sqlite:////tmp/mlflow.db", "#/x")
+    assert "mlflow ui --backend-store-uri sqlite:////tmp/mlflow.db" in local and "http://127.0.0.1:5000/#/x" in local
 
 
 # ----------------------------------------------------------------- 2. local Ray on loopback
