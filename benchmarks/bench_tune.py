@@ -35,7 +35,7 @@ from scd_core.synthetic import ensure_store  # noqa: E402
 from scd_core.trainer import Trainer, load_training_data, resolve_device  # noqa: E402
 from scd_core.yaml_io import parse_yaml, read_yaml  # noqa: E402
 from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
-from tuning.tracking import Tracking  # noqa: E402
+from tuning.tracking import CHILD, Tracking, sweep_runs  # noqa: E402
 
 
 def intervals(stamps: list[float]) -> list[float]:
@@ -59,7 +59,7 @@ def sweep_epochs(space_overrides: dict, root: Path, work: Path, cpus: float) -> 
                             name="overhead", cpus_per_trial=cpus, asha=False, max_concurrent=1))
     tracking = Tracking.resolve(uri)
     client = tracking.client()
-    run = client.search_runs([tracking.experiment_id(client)], "tags.sweep = 'overhead' and tags.role = 'trial'")[0]
+    run = sweep_runs(tracking, "overhead", CHILD)[0]
 
     def history(name: str):
         return sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)

@@ -201,11 +201,10 @@ QUICK_SWEEP = {"model.hidden_dim": 32, "model.out_features": 32, "model.num_head
 
 def selected_trial(tracking, sweep: str, work: Path) -> dict[str, Any]:
     """The sweep's finished trial with the best dev score: its config and what the sweep cost."""
-    from tuning.tracking import CHILD
+    from tuning.tracking import CHILD, sweep_runs
 
     client = tracking.client()
-    runs = client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = '{CHILD}'",
-                              max_results=10000)
+    runs = sweep_runs(tracking, sweep, CHILD)
     finished = [r for r in runs if r.info.status == "FINISHED" and "best/dev_score" in r.data.metrics]
     if not finished:
         raise RuntimeError(f"sweep {sweep}: no trial finished (see its runs in {tracking.uri})")

@@ -40,15 +40,9 @@ from scd_core.features import Manifest
 from scd_core.trainer import load_eval_splits
 from tuning.leaderboard import build_leaderboard, latest_sweep, varied_parameters
 from tuning.spaces import VARIANT, SearchSpace
-from tuning.tracking import CHILD, PARENT, Tracking
+from tuning.tracking import CHILD, PARENT, Tracking, sweep_runs
 
 SPACE_ARTIFACT = "space.yaml"
-
-
-def _runs(tracking: Tracking, sweep: str, role: str) -> list[Run]:
-    client = tracking.client()
-    return client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = '{role}'",
-                              max_results=10000)
 
 
 def trial_label(run: Run, varied: list[str]) -> str:
@@ -212,7 +206,7 @@ def build_report(tracking: Tracking, sweep: str, space: SearchSpace, features: s
                  n_resamples: int = 1000) -> tuple[dict[str, Table], dict[str, Any], list[str]]:
     """(name -> table, file -> figure, notes) for the sweep."""
     board = build_leaderboard(tracking, sweep)
-    runs = _runs(tracking, sweep, CHILD)
+    runs = sweep_runs(tracking, sweep, CHILD)
     varied = varied_parameters(board)
     labels = {r.info.run_id: trial_label(r, varied) for r in runs}
     for row in board.rows:
@@ -242,7 +236,7 @@ def write_report(tables: dict[str, Table], figures: dict[str, Any], notes: list[
 
 def publish_report(tracking: Tracking, sweep: str, space: SearchSpace, features: str | Path, top_k: int = 3) -> None:
     """Build the report and store it with the sweep's parent run (``report/``)."""
-    parent = _runs(tracking, sweep, PARENT)
+    parent = sweep_runs(tracking, sweep, PARENT)
     if not parent:
         raise LookupError(f"no parent run for sweep {sweep!r} in {tracking.uri}")
     client = tracking.client()
@@ -262,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tracking = Tracking.resolve(args.tracking_uri)
     sweep = args.sweep or latest_sweep(tracking)
-    parent = _runs(tracking, sweep, PARENT)[0]
+    parent = sweep_runs(tracking, sweep, PARENT)[0]
     client = tracking.client()
     with tempfile.TemporaryDirectory() as tmp:
         space = SearchSpace.from_dict(yaml.safe_load(Path(client.download_artifacts(

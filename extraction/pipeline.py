@@ -226,8 +226,12 @@ def stage_dataset(cfg: ExtractionConfig, items: list[dict[str, Any]], stages: li
 def map_stage(ds, stage_class: type, args: tuple, res: StageResources):
     """``ds`` mapped by ``stage_class(*args)`` (a callable on numpy batches) on an actor pool
     of ``res.concurrency`` actors with ``res``'s CPUs, GPUs and batch size."""
+    import ray
+
+    # compute= rather than concurrency=, which Ray Data deprecates since 2.51.
     return ds.map_batches(stage_class, fn_constructor_args=args, batch_format="numpy", batch_size=res.batch_size,
-                          concurrency=res.concurrency, num_cpus=res.num_cpus, num_gpus=res.num_gpus)
+                          compute=ray.data.ActorPoolStrategy(size=res.concurrency), num_cpus=res.num_cpus,
+                          num_gpus=res.num_gpus)
 
 
 def run_extraction(cfg: ExtractionConfig, progress: bool = True) -> Summary:

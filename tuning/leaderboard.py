@@ -26,7 +26,7 @@ import numpy as np
 from dashboards.tables import Table
 from scd_core.evaluation import REPORTED_METRICS, selection_metrics
 from scd_core.metrics import mean_rank
-from tuning.tracking import CHILD, PARENT, Tracking
+from tuning.tracking import CHILD, PARENT, Tracking, sweep_filter, sweep_runs
 
 
 def latest_sweep(tracking: Tracking) -> str:
@@ -38,19 +38,13 @@ def latest_sweep(tracking: Tracking) -> str:
     return runs[0].data.tags["sweep"]
 
 
-def _children(tracking: Tracking, sweep: str):
-    client = tracking.client()
-    return client.search_runs([tracking.experiment_id(client)],
-                              f"tags.sweep = '{sweep}' and tags.role = '{CHILD}'", max_results=10000)
-
-
 def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> Table:
     """The sweep's trials with their varied parameters, best dev metrics and mean rank.
 
     A trial missing a ranked metric that others have (e.g. it did not train that task)
     ranks last on it.
     """
-    runs = _children(tracking, sweep)
+    runs = sweep_runs(tracking, sweep, CHILD)
     overrides = [{k.removeprefix("override."): v for k, v in r.data.tags.items() if k.startswith("override.")}
                  for r in runs]
     keys = sorted({k for o in overrides for k in o})
@@ -102,7 +96,7 @@ def leaderboard_view(tracking: Tracking, sweep: str, board: Table) -> str:
     """
     varied = varied_parameters(board)
     state = {
-        "searchFilter": f"tags.sweep = '{sweep}' and tags.role = '{CHILD}'",
+        "searchFilter": sweep_filter(sweep, CHILD),
         "orderByKey": "metrics.`mean_rank`",
         "orderByAsc": True,
         # The run table only renders the columns in view: the metrics stay one click
@@ -125,8 +119,7 @@ def publish_leaderboard(tracking: Tracking, sweep: str) -> Table:
     for row in board.rows:
         if row.get("mean_rank") is not None:
             client.log_metric(row["run_id"], "mean_rank", row["mean_rank"], timestamp=now)
-    parent = client.search_runs([tracking.experiment_id(client)],
-                                f"tags.sweep = '{sweep}' and tags.role = '{PARENT}'", max_results=1)
+    parent = sweep_runs(tracking, sweep, PARENT, max_results=1)
     if parent:
         with tempfile.TemporaryDirectory() as tmp:
             board.write(tmp, "leaderboard")

@@ -33,7 +33,8 @@ from scd_core.trainer import load_eval_splits
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, load_space
-from tuning.tracking import CHILD, Tracking, child_run, git_commit, package_versions, parent_run, tracking_home
+from tuning.tracking import (CHILD, Tracking, child_run, git_commit, package_versions, parent_run, sweep_runs,
+                             tracking_home)
 from tuning.trial import PERMANENT_FAILURE, TrialContext, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
@@ -153,8 +154,7 @@ def mark_interrupted(tracking: Tracking, sweep: str, parent_id: str, reason: str
     """The sweep run FAILED and its unfinished trial runs KILLED, with the reason (``--resume``
     reopens them)."""
     client = tracking.client()
-    for run in client.search_runs([tracking.experiment_id(client)],
-                                  f"tags.sweep = '{sweep}' and tags.role = '{CHILD}' and attributes.status = 'RUNNING'"):
+    for run in sweep_runs(tracking, sweep, CHILD, "attributes.status = 'RUNNING'"):
         client.set_tag(run.info.run_id, "failure_reason", f"sweep interrupted: {reason}")
         client.set_terminated(run.info.run_id, "KILLED")
     client.set_tag(parent_id, "failure_reason", reason)

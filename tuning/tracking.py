@@ -119,11 +119,23 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def sweep_filter(sweep: str, role: str, extra: str = "") -> str:
+    """The MLflow search filter of a sweep's runs of one ``role`` (PARENT or CHILD), and ``extra``."""
+    return f"tags.sweep = '{sweep}' and tags.role = '{role}'" + (f" and {extra}" if extra else "")
+
+
+def sweep_runs(tracking: Tracking, sweep: str, role: str, extra: str = "", max_results: int = 10000) -> list[Any]:
+    """The sweep's runs of one ``role`` (see :func:`sweep_filter`)."""
+    client = tracking.client()
+    return client.search_runs([tracking.experiment_id(client)], sweep_filter(sweep, role, extra),
+                              max_results=max_results)
+
+
 def parent_run(tracking: Tracking, sweep: str, tags: Mapping[str, str]) -> str:
     """The sweep's parent run id, created on first use."""
     client = tracking.client()
     exp = tracking.experiment_id(client)
-    found = _one_run(client, exp, f"tags.sweep = '{sweep}' and tags.role = '{PARENT}'")
+    found = _one_run(client, exp, sweep_filter(sweep, PARENT))
     if found is not None:  # a resumed sweep: running again (it may have been marked FAILED)
         client.update_run(found.info.run_id, status="RUNNING")
         return found.info.run_id
@@ -137,8 +149,7 @@ def parent_run(tracking: Tracking, sweep: str, tags: Mapping[str, str]) -> str:
 def child_run(tracking: Tracking, sweep: str, trial_id: str) -> Any:
     """The trial's existing run, or None."""
     client = tracking.client()
-    return _one_run(client, tracking.experiment_id(client),
-                    f"tags.sweep = '{sweep}' and tags.role = '{CHILD}' and tags.trial_id = '{trial_id}'")
+    return _one_run(client, tracking.experiment_id(client), sweep_filter(sweep, CHILD, f"tags.trial_id = '{trial_id}'"))
 
 
 class TrialRun:
