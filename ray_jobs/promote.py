@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained
 from tuning.leaderboard import latest_sweep
-from tuning.promote import ALIAS, MODEL_NAME, choose_run, promote
+from tuning.promote import ALIAS, MODEL_NAME, ChampionIsBetter, choose_run, promote
 from tuning.tracking import Tracking, TrackingUnavailable
 
 
@@ -26,18 +26,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-name", default=MODEL_NAME)
     p.add_argument("--export", help="export directory (default: runs/promoted/<name>-v<version>)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the local store")
+    p.add_argument("--replace-better-champion", action="store_true",
+                   help="replace a champion that scores better on the same dev metrics (refused otherwise)")
     add_debug_flag(p)
     args = p.parse_args(argv)
     # LookupError: no such sweep, no finished trial, no checkpoint artifact.
-    return explained(lambda: run(args), args.debug, (*USER_ERRORS, LookupError, MlflowException, TrackingUnavailable))
+    return explained(lambda: run(args), args.debug,
+                     (*USER_ERRORS, LookupError, ChampionIsBetter, MlflowException, TrackingUnavailable))
 
 
 def run(args: argparse.Namespace) -> int:
     tracking = Tracking.resolve(args.tracking_uri)
     tracking.check_reachable()
     run_id = args.run_id or choose_run(tracking, args.sweep or latest_sweep(tracking), args.by)
-    done = promote(tracking, run_id, args.export, args.model_name)
-    print(f"registered {done.model_name} version {done.version} (run {done.run_id}) as @{ALIAS}")
+    done = promote(tracking, run_id, args.export, args.model_name, args.replace_better_champion)
+    if done.replaced:
+        print(f"WARNING: replaced a better champion as asked: {done.replaced}")
+    what = "already registered as" if done.reused else "registered"
+    print(f"{what} {done.model_name} version {done.version} (run {done.run_id}), now @{ALIAS}")
     print(f"exported checkpoint: {done.export_dir}")
     print(f"evaluate: python ray_jobs/evaluate.py --model models:/{done.model_name}@{ALIAS} --tracking-uri {tracking.uri}")
     print(f"predict:  python ray_jobs/predict.py --model models:/{done.model_name}@{ALIAS} --tracking-uri {tracking.uri} "

@@ -22,7 +22,7 @@ from scd_core.checkpoint import ModelSpec, build_model, load_model, save_checkpo
 from scd_core.config import build_config
 from scd_core.features import ModalityInfo
 from scd_core.inference import output_columns, predict_vectors
-from tuning.promote import ALIAS, MODEL_NAME, fetch_model, promote
+from tuning.promote import ALIAS, MODEL_NAME, ChampionIsBetter, fetch_model, promote
 from tuning.tracking import Tracking
 
 DIMS = {"video": 6, "audio": 4, "text": 5}
@@ -133,3 +133,35 @@ def test_mlflow_models_serve_answers_like_predict(champion, tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+
+
+def test_promotion_guards_reuse_a_version_and_keep_a_better_champion(tmp_path):
+    """Re-promoting a run reuses its version; a worse run replaces the champion only when told."""
+    cfg = build_config({"model": {"hidden_dim": 8, "out_features": 8, "num_heads": 2},
+                        "data": {"modalities": list(DIMS)}})
+    spec = ModelSpec(cfg, DIMS, ["emo", "pt", "ah"])
+    save_checkpoint(tmp_path / "best", build_model(spec), spec)
+    tracking = Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = tracking.client()
+
+    def trial(score: float) -> str:
+        run = client.create_run(tracking.experiment_id(client), tags={"sweep": "s", "role": "trial"})
+        client.log_artifacts(run.info.run_id, str(tmp_path / "best"), "checkpoint")
+        for name in ("dev_score", "mosei_mmf1", "mosei_mwacc", "fiv2_macc", "fiv2_mccc", "bah_mf1", "bah_uar"):
+            client.log_metric(run.info.run_id, f"best/{name}", score)
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    good, worse, best = trial(0.6), trial(0.5), trial(0.7)
+    first = promote(tracking, good, tmp_path / "e1")
+    again = promote(tracking, good, tmp_path / "e2")
+    assert again.reused and again.version == first.version
+    assert len(client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
+
+    with pytest.raises(ChampionIsBetter, match=r"dev score 0.6000 on the same dev metrics, above run .* 0.5000"):
+        promote(tracking, worse, tmp_path / "e3")
+    assert client.get_model_version_by_alias(MODEL_NAME, ALIAS).run_id == good  # untouched
+    forced = promote(tracking, worse, tmp_path / "e4", replace_better=True)
+    assert forced.replaced and client.get_model_version_by_alias(MODEL_NAME, ALIAS).run_id == worse
+    assert promote(tracking, best, tmp_path / "e5").replaced is None  # better: no flag needed
+    assert client.get_model_version_by_alias(MODEL_NAME, ALIAS).run_id == best
