@@ -73,7 +73,7 @@ keep_local_ray_on_loopback()  # before anything imports ray
 
 from scd_core.baselines import trivial_baselines  # noqa: E402
 from scd_core.checkpoint import load_model, load_spec  # noqa: E402
-from scd_core.config import ExperimentConfig, build_config, load_config, with_overrides  # noqa: E402
+from scd_core.config import ExperimentConfig, build_config, flatten, load_config, with_overrides  # noqa: E402
 from scd_core.evaluation import metric_inputs, predict, selection_metrics  # noqa: E402
 from scd_core.features import Manifest, load_split  # noqa: E402
 from scd_core.tasks import CORPORA, EMO_CLASSES  # noqa: E402
@@ -618,15 +618,9 @@ def chosen_values(sweep: dict[str, Any]) -> dict[str, Any]:
     """The selected trial's values of what its space varies (dotted keys)."""
     from tuning.spaces import load_space
 
-    space = load_space(sweep["space"])
-    flat = {}
-    for parameter in space.parameters.values():
-        for target in parameter.targets:
-            node = sweep["config"]
-            for part in target.split("."):
-                node = node[part]
-            flat[target] = node
-    return flat
+    flat = flatten(sweep["config"])
+    return {target: flat[target] for parameter in load_space(sweep["space"]).parameters.values()
+            for target in parameter.targets}
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
