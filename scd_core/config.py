@@ -8,12 +8,14 @@ value raises ``ConfigError`` naming the field and the allowed range or choices.
 from __future__ import annotations
 
 import difflib
+import inspect
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scd_core.model import ATTENTION_LAYERS, GRAPH_LAYERS
 from scd_core.tasks import CorpusName, ModalityName, TaskName
 from scd_core.yaml_io import parse_yaml, read_yaml
 
@@ -120,8 +122,6 @@ class ModelConfig(_Section):
     @field_validator("graph")
     @classmethod
     def _graph(cls, v: str) -> str:
-        from scd_core.model import GRAPH_LAYERS
-
         if v not in GRAPH_LAYERS:
             raise ValueError(f"unknown graph layer {v!r}; choose one of {GRAPH_LAYERS.names()}")
         return v
@@ -129,18 +129,12 @@ class ModelConfig(_Section):
     @field_validator("attention")
     @classmethod
     def _attention(cls, v: str) -> str:
-        from scd_core.model import ATTENTION_LAYERS
-
         if v not in ATTENTION_LAYERS:
             raise ValueError(f"unknown attention layer {v!r}; choose one of {ATTENTION_LAYERS.names()}")
         return v
 
     @model_validator(mode="after")
     def _self_loop_switch(self) -> "ModelConfig":
-        import inspect
-
-        from scd_core.model import GRAPH_LAYERS
-
         layer = GRAPH_LAYERS.get(self.graph)
         if self.graph_self_loops is not None and "self_loops" not in inspect.signature(layer).parameters:
             raise ValueError(f"graph_self_loops: graph layer {self.graph!r} has no self-loop switch; leave it null")

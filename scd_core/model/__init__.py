@@ -3,25 +3,14 @@
 ``GRAPH_LAYERS`` and ``ATTENTION_LAYERS`` map config names to layer classes; importing
 this package registers every layer (graph: ``none``, ``gat``, ``unitary``, ``ncgnn``,
 ``edgnn``, ``hgnn``; attention: ``none``, ``mha``, ``mta``, ``crossmpt``, ``bica``,
-``fa``). Add a variant with ``@GRAPH_LAYERS.register("name")`` on a class with the
-common constructor ``(hidden_dim, *, num_heads, dropout)`` (see ``scd_core.model.graph``
-/ ``scd_core.model.attention``) and import its module below.
+``fa``); ``scd_core.model.registries`` says how to add one.
 """
 
-from scd_core.registry import Registry
-
-GRAPH_LAYERS: Registry = Registry("graph layer")
-ATTENTION_LAYERS: Registry = Registry("attention layer")
-
-# The layer modules register themselves into the registries above, so they are imported
-# after the registries exist.
-from scd_core.model import attention as attention  # noqa: E402
-from scd_core.model import attention_variants as attention_variants  # noqa: E402
-from scd_core.model import graph as graph  # noqa: E402
-from scd_core.model import graph_variants as graph_variants  # noqa: E402
-from scd_core.model.attention import MultiHeadAttention, MultiTokenAttention, ResidualSum  # noqa: E402
-from scd_core.model.blocks import Adapter, GuideBank, ModalityProjector, TaskHead, TaskProjector  # noqa: E402
-from scd_core.model.graph import (  # noqa: E402
+# Importing the layer modules registers every layer.
+from scd_core.model import attention, attention_variants, graph, graph_variants
+from scd_core.model.attention import MultiHeadAttention, MultiTokenAttention, ResidualSum
+from scd_core.model.blocks import Adapter, GuideBank, ModalityProjector, TaskHead, TaskProjector
+from scd_core.model.graph import (
     GATLayer,
     IdentityGraph,
     UnitaryGraphConv,
@@ -29,7 +18,7 @@ from scd_core.model.graph import (  # noqa: E402
     normalized_adjacency,
     unitary_propagator,
 )
-from scd_core.model.mcdm import (  # noqa: E402
+from scd_core.model.mcdm import (
     MCDM,
     NAMED_MODELS,
     SharedState,
@@ -38,8 +27,13 @@ from scd_core.model.mcdm import (  # noqa: E402
     named_model,
     size_mb,
 )
+from scd_core.model.registries import ATTENTION_LAYERS, GRAPH_LAYERS
 
 __all__ = [
+    "attention",
+    "attention_variants",
+    "graph",
+    "graph_variants",
     "GRAPH_LAYERS",
     "ATTENTION_LAYERS",
     "MCDM",

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scd_core.model import ATTENTION_LAYERS
 from scd_core.model.attention import AttentionLayer
+from scd_core.model.registries import ATTENTION_LAYERS
 
 __all__ = ["BiCrossAttention", "CrossMPTAttention", "ForgettingAttention"]
 

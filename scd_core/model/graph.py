@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scd_core.model import GRAPH_LAYERS
+from scd_core.model.registries import GRAPH_LAYERS
 
 __all__ = [
     "GraphLayer",

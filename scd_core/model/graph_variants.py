@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scd_core.model import GRAPH_LAYERS
 from scd_core.model.graph import GraphLayer
+from scd_core.model.registries import GRAPH_LAYERS
 
 __all__ = [
     "FuzzyDirGraphConv",

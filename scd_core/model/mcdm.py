@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from scd_core.model import ATTENTION_LAYERS, GRAPH_LAYERS
 from scd_core.model.blocks import GuideBank, ModalityProjector, TaskHead, TaskProjector
 from scd_core.model.graph import modality_adjacency
+from scd_core.model.registries import ATTENTION_LAYERS, GRAPH_LAYERS
 from scd_core.tasks import TASKS
 
-if TYPE_CHECKING:  # config's validators import this package: no import cycle at run time
+if TYPE_CHECKING:  # the config sits above the model (it names its layers): a type-only import
     from scd_core.config import ModelConfig
 
 __all__ = ["MCDM", "SharedState", "NAMED_MODELS", "named_model", "model_name", "count_parameters", "size_mb"]
