@@ -24,7 +24,8 @@ import torch
 from scd_core.batching import epoch_batches
 from scd_core.config import load_config
 from scd_core.synthetic import ensure_store
-from scd_core.trainer import Trainer, load_training_data
+from scd_core.data import load_training_data
+from scd_core.trainer import Trainer
 
 
 def step_times(trainer: Trainer, batches: torch.Tensor, sync) -> list[float]:

@@ -30,9 +30,11 @@ keep_local_ray_on_loopback()  # before anything imports ray
 import ray  # noqa: E402
 import yaml  # noqa: E402
 
+from dashboards.sweep_outputs import SWEEP_OUTPUTS  # noqa: E402
 from scd_core.config import load_config  # noqa: E402
+from scd_core.data import load_training_data, resolve_device  # noqa: E402
 from scd_core.synthetic import ensure_store  # noqa: E402
-from scd_core.trainer import Trainer, load_training_data, resolve_device  # noqa: E402
+from scd_core.trainer import Trainer  # noqa: E402
 from scd_core.yaml_io import parse_yaml, read_yaml  # noqa: E402
 from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
 from tuning.tracking import CHILD, Tracking, sweep_runs  # noqa: E402
@@ -56,7 +58,7 @@ def sweep_epochs(space_overrides: dict, root: Path, work: Path, cpus: float) -> 
                                      "parameters": {"seed": [0]}}))
     uri = f"sqlite:///{work / 'mlflow.db'}"
     run_sweep(SweepSettings(space=str(space), features=str(root), storage_path=str(work / "ray"), tracking_uri=uri,
-                            name="overhead", cpus_per_trial=cpus, asha=False, max_concurrent=1))
+                            name="overhead", cpus_per_trial=cpus, asha=False, max_concurrent=1), SWEEP_OUTPUTS)
     tracking = Tracking.resolve(uri)
     client = tracking.client()
     run = sweep_runs(tracking, "overhead", CHILD)[0]
@@ -77,7 +79,7 @@ def trials_per_hour(root: Path, work: Path, concurrent: int, cpus: int) -> float
     tic = time.perf_counter()
     run_sweep(SweepSettings(space=str(space), features=str(root), storage_path=str(work / "ray"), asha=False,
                             tracking_uri=f"sqlite:///{work / 'mlflow.db'}", name=f"tph{concurrent}",
-                            max_concurrent=concurrent, cpus_per_trial=cpus / concurrent))
+                            max_concurrent=concurrent, cpus_per_trial=cpus / concurrent), SWEEP_OUTPUTS)
     return 4 / (time.perf_counter() - tic) * 3600
 
 

@@ -71,13 +71,15 @@ from tuning.local_ray import keep_local_ray_on_loopback  # noqa: E402
 
 keep_local_ray_on_loopback()  # before anything imports ray
 
+from dashboards.sweep_outputs import SWEEP_OUTPUTS  # noqa: E402
 from scd_core.baselines import trivial_baselines  # noqa: E402
 from scd_core.checkpoint import load_model, load_spec  # noqa: E402
 from scd_core.config import ExperimentConfig, build_config, flatten, load_config, with_overrides  # noqa: E402
+from scd_core.data import load_eval_splits, load_training_data  # noqa: E402
 from scd_core.evaluation import metric_inputs, predict, selection_metrics  # noqa: E402
 from scd_core.features import Manifest, load_split  # noqa: E402
 from scd_core.tasks import CORPORA, EMO_CLASSES  # noqa: E402
-from scd_core.trainer import Trainer, load_eval_splits, load_training_data  # noqa: E402
+from scd_core.trainer import Trainer  # noqa: E402
 
 EXTRACT_CONFIG = ROOT / "configs" / "extract_real_text.yaml"
 TASK_CORPUS = {"emo": "mosei", "pt": "fiv2", "ah": "bah"}
@@ -184,7 +186,7 @@ def search(store: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 space=space, features=str(store), overrides=[f"{k}={json.dumps(v)}" for k, v in extra.items()],
                 num_samples=trials, epochs=1 if args.quick else None, max_concurrent=2, cpus_per_trial=1.0,
                 name=f"real-{key.replace('*', 'best')}-{stamp}", storage_path=str(work / "ray_results"),
-                tracking_uri=tracking.uri, seed=args.seed))
+                tracking_uri=tracking.uri, seed=args.seed), SWEEP_OUTPUTS)
             sweeps[key] = {"space": space, "sweep": result.name, "overrides": extra,
                            "seconds": time.perf_counter() - tic, **selected_trial(tracking, result.name, work)}
             print(f"search {key}: {sweeps[key]['trials']} trials, {sweeps[key]['trial_epochs']} trial-epochs, "

@@ -32,12 +32,12 @@ import torch
 import yaml
 from mlflow.entities import Run
 
-from dashboards.tables import Table
+from scd_core.tables import Table
 from scd_core.baselines import trivial_baselines
 from scd_core.checkpoint import load_model
 from scd_core.evaluation import REPORTED_METRICS, interval_report, selection_metrics
 from scd_core.features import Manifest
-from scd_core.trainer import load_eval_splits
+from scd_core.data import load_eval_splits
 from tuning.leaderboard import build_leaderboard, latest_sweep, varied_parameters
 from tuning.spaces import VARIANT, SearchSpace
 from tuning.tracking import CHILD, PARENT, Tracking, sweep_runs

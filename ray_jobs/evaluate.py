@@ -19,7 +19,7 @@ from scd_core.checkpoint import load_model
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained
 from scd_core.evaluation import NonFiniteOutputError, interval_report
 from scd_core.synthetic import ensure_store
-from scd_core.trainer import load_eval_splits, resolve_device
+from scd_core.data import load_eval_splits, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,8 @@ from scd_core.cli import USER_ERRORS, add_debug_flag, explained
 from scd_core.config import ConfigError, load_config
 from scd_core.progress import EpochTable
 from scd_core.synthetic import ensure_store
-from scd_core.trainer import NonFiniteLossError, Trainer, load_training_data, resolve_device
+from scd_core.data import load_training_data, resolve_device
+from scd_core.trainer import NonFiniteLossError, Trainer
 
 
 def refuse_to_overwrite(output: Path) -> None:

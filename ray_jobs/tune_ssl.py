@@ -18,6 +18,7 @@ from tuning.local_ray import keep_local_ray_on_loopback
 
 keep_local_ray_on_loopback()  # before anything imports ray
 
+from dashboards.sweep_outputs import SWEEP_OUTPUTS  # noqa: E402
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained  # noqa: E402
 from tuning.spaces import SpaceError  # noqa: E402
 from tuning.sweep import SweepSettings, run_sweep  # noqa: E402
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         asha=not args.no_asha, max_failures=args.max_failures, name=args.name, resume=args.resume,
         storage_path=args.storage_path, tracking_uri=args.tracking_uri, seed=args.seed, address=args.address,
         report_top_k=args.report_top_k,
-    ))
+    ), SWEEP_OUTPUTS)
     print(f"\nsweep {result.name}: {result.num_trials} trials, {result.num_errors} failed\n")
     print(result.leaderboard.to_text())
     uri = result.tracking.uri

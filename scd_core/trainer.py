@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -25,103 +24,24 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from scd_core.augment import drop_modalities, without_modalities
+from scd_core.augment import drop_modalities
 from scd_core.batching import epoch_batches
 from scd_core.checkpoint import ModelSpec, build_model, load_training_state, load_training_tensors, save_checkpoint
-from scd_core.config import ConfigError, ExperimentConfig
+from scd_core.config import ExperimentConfig
+from scd_core.data import TrainingData
 from scd_core.evaluation import METRICS, dev_score, evaluate
-from scd_core.features import CorpusTensors, FeatureStoreError, Manifest, ModalityInfo, concat, load_split
+from scd_core.features import CorpusTensors
 from scd_core.gradnorm import GradNorm
 from scd_core.losses import supervised_losses
 from scd_core.model import SharedState
 from scd_core.optim import build_optimizer, build_scheduler, steps_per_batch
 from scd_core.pseudo_labels import EMATeacher, PseudoLabeler
-from scd_core.tasks import CORPORA
 
 BRANCHES = ("sup", "ssl")
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or inf; the message names the epoch, step and component."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@dataclass
-class TrainingData:
-    """Everything a run reads, loaded once onto the training device.
-
-    ``train`` concatenates the training corpora (``corpus_index`` tells them apart);
-    ``dev`` maps corpus -> its dev split, zero-shot corpora (MELD) included; ``dev_without``
-    the training corpora's dev splits without ``data.select_without``'s modalities (empty when
-    that is empty). Test splits are not read here: evaluation loads them
-    (``load_eval_splits``) once training is done.
-    """
-
-    train: CorpusTensors
-    dev: dict[str, CorpusTensors]
-    modality_dims: dict[str, int]
-    manifest_digest: str
-    store_modalities: dict[str, ModalityInfo] | None = None  # the manifest's entries of the config's modalities
-    dev_without: dict[str, CorpusTensors] = field(default_factory=dict)
-
-
-def _drop_rows_without_modalities(data: CorpusTensors, where: str) -> CorpusTensors:
-    """A modality ablation can leave a row with none of the chosen modalities: drop it, loudly."""
-    keep = data.modality_mask.any(dim=1)
-    if bool(keep.all()):
-        return data
-    warnings.warn(f"{where}: dropped {int((~keep).sum())} rows that have none of the modalities {data.modalities}")
-    return data.index(torch.nonzero(keep).squeeze(1))
-
-
-def _read_manifest(cfg: ExperimentConfig, root: str | Path) -> Manifest:
-    manifest = Manifest.read(Path(root))
-    absent = [m for m in cfg.data.modalities if m not in manifest.modalities]
-    if absent:
-        raise FeatureStoreError(f"{root}: the feature store has no modality {absent} (it has {sorted(manifest.modalities)})")
-    return manifest
-
-
-def _load(root: str | Path, corpus: str, split: str, cfg: ExperimentConfig, manifest: Manifest,
-          device: torch.device) -> CorpusTensors:
-    data = load_split(root, corpus, split, cfg.data.modalities, device, manifest)
-    return _drop_rows_without_modalities(data, f"{corpus}/{split}")
-
-
-def load_eval_splits(cfg: ExperimentConfig, root: str | Path, split: str, device: torch.device) -> dict[str, CorpusTensors]:
-    """``split`` of every training and zero-shot corpus that has it and whose task the model
-    predicts (a single-task run trains on other corpora without scoring them): corpus -> rows."""
-    manifest = _read_manifest(cfg, root)
-    corpora = [c for c in (*cfg.data.train_corpora, *cfg.data.zero_shot_corpora) if CORPORA[c].task in cfg.data.tasks]
-    return {c: _load(root, c, split, cfg, manifest, device) for c in corpora if split in manifest.corpora.get(c, {})}
-
-
-def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.device) -> TrainingData:
-    """Load the config's corpora from the feature store at ``root``."""
-    manifest = _read_manifest(cfg, root)
-    for corpus in cfg.data.train_corpora:
-        for split in ("train", "dev"):
-            if split not in manifest.corpora.get(corpus, {}):
-                raise FeatureStoreError(f"{root}: training corpus {corpus!r} has no {split} split")
-    trained_tasks = {CORPORA[c].task for c in cfg.data.train_corpora}
-    missing = [t for t in cfg.data.tasks if t not in trained_tasks]
-    if missing:
-        raise ConfigError(f"task(s) {missing} have no training corpus in data.train_corpora {cfg.data.train_corpora}")
-    dev = load_eval_splits(cfg, root, "dev", device)
-    return TrainingData(
-        train=concat([_load(root, c, "train", cfg, manifest, device) for c in cfg.data.train_corpora]),
-        dev=dev,
-        dev_without={c: without_modalities(dev[c], cfg.data.select_without) for c in cfg.data.train_corpora
-                     if c in dev} if cfg.data.select_without else {},
-        modality_dims={m: manifest.modalities[m].dim for m in cfg.data.modalities},
-        manifest_digest=manifest.digest(),
-        store_modalities={m: manifest.modalities[m] for m in cfg.data.modalities},
-    )
 
 
 @dataclass
@@ -418,5 +338,4 @@ class Trainer:
         return state["epoch"] + 1
 
 
-__all__ = ["EpochReport", "FitResult", "METRICS", "NonFiniteLossError", "Trainer", "TrainingData",
-           "load_eval_splits", "load_training_data", "resolve_device"]
+__all__ = ["EpochReport", "FitResult", "METRICS", "NonFiniteLossError", "Trainer"]

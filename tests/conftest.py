@@ -25,6 +25,7 @@ def quick_sweep(tmp_path_factory, demo_store):
     epochs with ASHA, finished, in its own MLflow store. Returns (settings, result)."""
     import ray
 
+    from dashboards.sweep_outputs import SWEEP_OUTPUTS
     from tuning.sweep import SweepSettings, run_sweep
 
     tmp = tmp_path_factory.mktemp("quick")
@@ -36,7 +37,7 @@ def quick_sweep(tmp_path_factory, demo_store):
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        return settings, run_sweep(settings)
+        return settings, run_sweep(settings, SWEEP_OUTPUTS)
     finally:
         if started:
             ray.shutdown()

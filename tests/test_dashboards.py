@@ -21,11 +21,11 @@ from ray.tune import ExperimentAnalysis, ResultGrid
 from dashboards.figures import confusion_figure, gradnorm_figure, pseudo_label_figure
 from dashboards.report import main as report_main
 from dashboards.report import study_from_runs
-from dashboards.tables import Table
+from scd_core.tables import Table
 from dashboards.trial_figures import prediction_columns, trial_figures
 from scd_core.checkpoint import load_model
 from scd_core.model import count_parameters
-from scd_core.trainer import load_training_data
+from scd_core.data import load_training_data
 from tuning.spaces import load_space
 from tuning.sweep import log_missing_figures
 from tuning.tracking import Tracking

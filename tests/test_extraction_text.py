@@ -12,7 +12,8 @@ from extraction.manifest import ManifestError, read_sources
 from extraction.pipeline import run_extraction
 from scd_core.config import load_config
 from scd_core.features import read_split, validate_store
-from scd_core.trainer import Trainer, load_training_data
+from scd_core.data import load_training_data
+from scd_core.trainer import Trainer
 from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ from scd_core.checkpoint import load_model
 from scd_core.config import load_config
 from scd_core.evaluation import TASK_METRICS, dev_score, evaluate, predict
 from scd_core.features import Manifest
-from scd_core.trainer import NonFiniteLossError, Trainer, load_training_data
+from scd_core.data import load_training_data
+from scd_core.trainer import NonFiniteLossError, Trainer
 
 SMALL = ["model.hidden_dim=64", "model.out_features=64", "optim.lr=1e-3", "optim.early_stopping_patience=0"]
 

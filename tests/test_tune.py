@@ -16,6 +16,7 @@ import ray
 import torch
 import yaml
 
+from dashboards.sweep_outputs import SWEEP_OUTPUTS
 from scd_core.checkpoint import load_model
 from scd_core.evaluation import predict
 from scd_core.features import load_split
@@ -87,7 +88,7 @@ def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_
 def test_grid_runs_exactly_the_grid(tmp_path, demo_store):
     space = write_space(tmp_path / "grid.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 1},
                         parameters={"model.dropout": [0.0, 0.1], "optim.lr": [1e-3, 2e-3]})
-    run_sweep(settings(tmp_path, demo_store, space, name="grid", asha=False))
+    run_sweep(settings(tmp_path, demo_store, space, name="grid", asha=False), SWEEP_OUTPUTS)
     runs = children(Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}"), "grid")
     combos = sorted((r.data.params["model.dropout"], r.data.params["optim.lr"]) for r in runs)
     assert combos == [("0.0", "0.001"), ("0.0", "0.002"), ("0.1", "0.001"), ("0.1", "0.002")]
@@ -97,7 +98,7 @@ def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store):
     space = write_space(tmp_path / "oat.yaml", strategy="oat", fixed={**SMALL, "optim.epochs": 1},
                         baseline={"model.dropout": 0.0, "optim.lr": 1e-3},
                         parameters={"model.dropout": [0.0, 0.2], "optim.lr": [1e-3, 3e-3]})
-    result = run_sweep(settings(tmp_path, demo_store, space, name="oat", asha=False))
+    result = run_sweep(settings(tmp_path, demo_store, space, name="oat", asha=False), SWEEP_OUTPUTS)
     runs = children(Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}"), "oat")
     points = sorted((float(r.data.params["model.dropout"]), float(r.data.params["optim.lr"])) for r in runs)
     assert points == [(0.0, 1e-3), (0.0, 3e-3), (0.2, 1e-3)]
@@ -111,7 +112,7 @@ def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store)
     space = write_space(tmp_path / "fail.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 1},
                         variants={"fine": {}, "diverges": {"optim.optimizer": "sgd", "optim.lr": 1.0,
                                                            "optim.scheduler": "none"}})
-    result = run_sweep(settings(tmp_path, demo_store, space, name="fail", asha=False, max_failures=2))
+    result = run_sweep(settings(tmp_path, demo_store, space, name="fail", asha=False, max_failures=2), SWEEP_OUTPUTS)
     assert result.num_errors == 1 and not result.every_trial_failed
     # A non-finite loss would recur from the same checkpoint: the trial ran once, not three times.
     [error] = (tmp_path / "ray" / "fail").glob("*/error.txt")
@@ -167,7 +168,7 @@ def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store)
     space["fixed"].update({"model.hidden_dim": 32, "model.out_features": 32, "model.num_heads": 4})
     path = tmp_path / "layers.yaml"
     path.write_text(yaml.safe_dump(space))
-    result = run_sweep(settings(tmp_path, demo_store, str(path), epochs=1, asha=False, name="layers", report_top_k=0))
+    result = run_sweep(settings(tmp_path, demo_store, str(path), epochs=1, asha=False, name="layers", report_top_k=0), SWEEP_OUTPUTS)
     runs = children(result.tracking, "layers")
     layers = {(r.data.params["model.graph"], r.data.params["model.attention"]) for r in runs}
     assert layers == {("gat", "mha"), *((g, "mha") for g in ("ncgnn", "edgnn", "unitary", "hgnn")),
@@ -191,7 +192,7 @@ def test_each_trial_reads_its_own_feature_store(tmp_path, demo_store, monkeypatc
                         variants={"narrow": {"data.features": "stores/narrow"},
                                   "wide": {"data.features": str(stores["wide"])}})
     # The sweep's own store (the demo corpora, 1536-dim text) is neither trial's.
-    result = run_sweep(settings(tmp_path, demo_store, space, name="stores", asha=False, report_top_k=2))
+    result = run_sweep(settings(tmp_path, demo_store, space, name="stores", asha=False, report_top_k=2), SWEEP_OUTPUTS)
     assert result.num_errors == 0
     client = result.tracking.client()
     runs = children(result.tracking, "stores")

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from dashboards.tables import Table
+from scd_core.tables import Table
 from scd_core.evaluation import REPORTED_METRICS, selection_metrics
 from scd_core.metrics import mean_rank
 from tuning.tracking import CHILD, PARENT, Tracking, sweep_filter, sweep_runs

@@ -1,10 +1,14 @@
 """A sweep: Ray Tune runs the trials, Optuna (or an exact grid / one-factor-at-a-time list)
 chooses them, ASHA stops weak ones early, MLflow records everything.
 
-``run_sweep(SweepSettings(...))`` is what ``ray_jobs/tune_ssl.py`` calls. With
+``run_sweep(SweepSettings(...), SweepOutputs(...))`` is what ``ray_jobs/tune_ssl.py`` calls. With
 ``resume=True`` an interrupted sweep (driver killed, cluster restarted) is restored from
 ``storage_path/name``: finished trials are kept, unfinished ones continue from their last
 checkpoint, and every trial keeps its MLflow run.
+
+Figures and the sweep report are drawn by ``dashboards``, which sits above this package:
+the entry point hands its drawing functions in (:class:`SweepOutputs`), so that tuning
+never imports dashboards.
 """
 
 from __future__ import annotations
@@ -15,27 +19,25 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from dashboards.report import publish_report
-from dashboards.tables import Table
-from dashboards.trial_figures import checkpoint_figures
 from scd_core.checkpoint import load_spec, training_history
 from scd_core.config import load_config, with_overrides
+from scd_core.data import load_eval_splits
 from scd_core.features import FeatureStoreError, Manifest, validate_store
 from scd_core.synthetic import ensure_store
-from scd_core.trainer import load_eval_splits
+from scd_core.tables import Table
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, load_space
 from tuning.tracking import (CHILD, Tracking, child_run, git_commit, package_versions, parent_run, sweep_runs,
                              tracking_home)
-from tuning.trial import PERMANENT_FAILURE, TrialContext, run_trial
+from tuning.trial import PERMANENT_FAILURE, TrialContext, TrialFigures, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
 
@@ -64,6 +66,23 @@ class SweepSettings:
     seed: int = 0
     address: str | None = None
     report_top_k: int = 3  # trials evaluated on the test splits for the sweep's comparison table
+
+
+SweepReport = Callable[[Tracking, str, SearchSpace, Path, int], object]
+"""``(tracking, sweep, space, features, top_k)``: stores the sweep's report with its parent run."""
+
+
+@dataclass(frozen=True)
+class SweepOutputs:
+    """What a sweep draws beside its numbers (``dashboards.SWEEP_OUTPUTS`` draws everything).
+
+    ``trial_figures`` draws a trial's figures from its best checkpoint (in the trial's worker,
+    so it must pickle: a module-level function); ``report`` writes the sweep's report.
+    None draws nothing: the metrics, checkpoints and leaderboard are the same either way.
+    """
+
+    trial_figures: TrialFigures | None = None
+    report: SweepReport | None = None
 
 
 class MlflowStatusCallback(tune.Callback):
@@ -120,7 +139,7 @@ class SweepResult:
         return self.num_trials > 0 and self.num_errors == self.num_trials
 
 
-def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str) -> None:
+def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str, draw: TrialFigures) -> None:
     """Figures for the trials that ASHA stopped before their last epoch (their training loop
     never returned, so they could not draw them), from their last checkpoint and on the
     trial's own feature store."""
@@ -135,7 +154,7 @@ def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str
                 continue
             config = load_spec(best).config
             dev = load_eval_splits(config, config.data.features, "dev", torch.device("cpu"))
-            checkpoint_figures(best, dev, training_history(Path(saved) / "last"), tmp, f"({run.info.run_name})")
+            draw(best, dev, training_history(Path(saved) / "last"), tmp, f"({run.info.run_name})")
             client.log_artifacts(run.info.run_id, tmp, "figures")
 
 
@@ -171,7 +190,7 @@ def runs_marked_failed_on_error(tracking: Tracking, sweep: str, parent_id: str) 
         raise
 
 
-def run_sweep(settings: SweepSettings) -> SweepResult:
+def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -> SweepResult:
     # Everything a user can get wrong is checked here, before Ray starts and before any MLflow run.
     space: SearchSpace = load_space(settings.space)
     strategy = settings.strategy or space.strategy
@@ -202,7 +221,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
         # A trial reads its config's data.features: the space's where it varies the store, else this one.
         base = with_overrides(base, {"data.features": str(features)})
-        context = TrialContext(space, strategy, base.to_dict(), os.getcwd(), tracking, name, parent_id, cli)
+        context = TrialContext(space, strategy, base.to_dict(), os.getcwd(), tracking, name, parent_id, cli,
+                               outputs.trial_figures)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, context=context),
             {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
@@ -236,9 +256,11 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
                 ),
             )
         results = tuner.fit()
-        log_missing_figures(results, tracking, name)
+        if outputs.trial_figures is not None:
+            log_missing_figures(results, tracking, name, outputs.trial_figures)
         board = publish_leaderboard(tracking, name)
-        publish_report(tracking, name, space, features, settings.report_top_k)
+        if outputs.report is not None:
+            outputs.report(tracking, name, space, features, settings.report_top_k)
 
     result = SweepResult(name, parent_id, board, tracking, experiment_path, len(results.errors),
                          view_path(tracking.experiment_id(), name), len(results))
@@ -248,4 +270,5 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     return result
 
 
-__all__ = ["MlflowStatusCallback", "NoRetryOfPermanentFailures", "SweepResult", "SweepSettings", "run_sweep"]
+__all__ = ["MlflowStatusCallback", "NoRetryOfPermanentFailures", "SweepOutputs", "SweepReport", "SweepResult",
+           "SweepSettings", "run_sweep"]

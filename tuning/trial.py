@@ -8,8 +8,9 @@ retried or restored trial restarts from its last Ray checkpoint and continues th
 MLflow run. The best epoch's checkpoint is also an artifact of the run (``checkpoint/``),
 which is what promotion registers. Every trial reads its own feature store (its config's
 ``data.features``, see :func:`trial_config`), whose hash is the run's ``manifest_hash`` tag.
-A trial that trains to its end also logs the figures of its best model (``figures/``, see
-``dashboards.trial_figures``) and its size (``model/parameters``, ``model/size_mb``, for
+A trial that trains to its end also logs the figures of its best model (``figures/``, drawn
+by the sweep's ``TrialFigures`` function: ``dashboards.trial_figures.checkpoint_figures``
+when the entry point wires it) and its size (``model/parameters``, ``model/size_mb``, for
 the cost table). A trial that ASHA stops before its last epoch never returns from its
 training loop: the sweep draws its figures afterwards (``tuning.sweep.log_missing_figures``).
 """
@@ -22,17 +23,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ray import tune
 
-from dashboards.trial_figures import checkpoint_figures
 from scd_core.checkpoint import CheckpointError
 from scd_core.config import ConfigError, ExperimentConfig, build_config, with_overrides
+from scd_core.data import load_training_data, resolve_device
 from scd_core.evaluation import NonFiniteOutputError
-from scd_core.features import FeatureStoreError
+from scd_core.features import CorpusTensors, FeatureStoreError
 from scd_core.model import count_parameters, size_mb
-from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer, load_training_data, resolve_device
+from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer
 from tuning.spaces import VARIANT, SearchSpace, SpaceError
 from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
 
@@ -42,6 +43,10 @@ from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
 PERMANENT_ERRORS = (ConfigError, SpaceError, FeatureStoreError, CheckpointError, NonFiniteLossError,
                     NonFiniteOutputError)
 PERMANENT_FAILURE = "permanent_failure"
+
+
+TrialFigures = Callable[[Path, Mapping[str, CorpusTensors], Sequence[Mapping], Path, str], object]
+"""``(best_checkpoint, dev_splits, epoch_history, out_dir, title)``: draws a trial's figures into ``out_dir``."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class TrialContext:
     sweep: str
     parent_run_id: str
     final_overrides: dict[str, Any]  # command-line settings that win over the space (e.g. epochs)
+    figures: TrialFigures | None = None  # None: the trial logs no figures
 
 
 def epoch_metrics(report: EpochReport) -> dict[str, float]:
@@ -110,9 +116,9 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         drawn = []
 
         def log_figures() -> None:
-            if (workdir / "best").exists():
-                checkpoint_figures(workdir / "best", data.dev, [asdict(r) for r in trainer.history], workdir / "figures",
-                                   f"({trial.get_trial_name()})")
+            if context.figures is not None and (workdir / "best").exists():
+                context.figures(workdir / "best", data.dev, [asdict(r) for r in trainer.history], workdir / "figures",
+                                f"({trial.get_trial_name()})")
                 run.log_dir(workdir / "figures", "figures")
                 drawn.append(True)
 
