@@ -38,6 +38,11 @@ from scd_core.features.schema import ModalityInfo
 FORMAT_VERSION = 1
 
 
+# Checkpoints written before the sweep settings left the experiment config carry them in a
+# section that nothing reads; it is dropped so that those checkpoints still load.
+LEGACY_SEARCH_SECTION = "search"
+
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be read; the message names the file and what is wrong with it."""
 
@@ -96,11 +101,12 @@ class ModelSpec:
                                   f"expected {FORMAT_VERSION}")
         store = raw.get("store_modalities")
         try:
-            return cls(build_config(raw["experiment"]), dict(raw["modality_dims"]), list(raw["tasks"]),
+            experiment = {k: v for k, v in raw["experiment"].items() if k != LEGACY_SEARCH_SECTION}
+            return cls(build_config(experiment), dict(raw["modality_dims"]), list(raw["tasks"]),
                        None if store is None else {m: ModalityInfo(**info) for m, info in store.items()})
         except KeyError as err:
             raise CheckpointError(f"{where}: field {err.args[0]} is missing") from None
-        except (ConfigError, TypeError, ValueError) as err:
+        except (AttributeError, ConfigError, TypeError, ValueError) as err:
             raise CheckpointError(f"{where}: field experiment/modality_dims/tasks/store_modalities: {err}") from None
 
 

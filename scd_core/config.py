@@ -195,22 +195,9 @@ class OptimConfig(_Section):
     early_stopping_patience: int = Field(10, ge=0, description="epochs without dev improvement; 0 = off")
 
 
-class SearchConfig(_Section):
-    """Hyperparameter search (DESIGN.md "Search and tracking")."""
-
-    space: str | None = None
-    strategy: Literal["optuna", "grid", "oat"] = "optuna"
-    num_samples: int = Field(20, ge=1)
-    max_concurrent: int = Field(2, ge=1)
-    asha: bool = True
-    grace_period: int = Field(2, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0.0)
-    gpus_per_trial: float = Field(0.0, ge=0.0)
-    max_failures: int = Field(2, ge=0)
-
-
 class ExperimentConfig(_Section):
-    """Everything one training run or sweep needs."""
+    """Everything one training run needs. (A sweep's own settings, such as the number of trials
+    or ASHA's grace period, are ``tuning.sweep.SweepSettings``.)"""
 
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -218,7 +205,6 @@ class ExperimentConfig(_Section):
     model: ModelConfig = ModelConfig()
     ssl: SSLConfig = SSLConfig()
     optim: OptimConfig = OptimConfig()
-    search: SearchConfig = SearchConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict with the YAML spelling of every key (``ssl.lambda``)."""

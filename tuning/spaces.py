@@ -55,19 +55,21 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, get_args
+from typing import Any, Literal, Mapping, get_args
 
 import yaml
 from pydantic import BaseModel
 
-from scd_core.config import ConfigError, ExperimentConfig, SearchConfig, load_config, with_overrides
+from scd_core.config import ConfigError, ExperimentConfig, load_config, with_overrides
 from scd_core.yaml_io import read_yaml
 
 __all__ = ["SpaceError", "Parameter", "SearchSpace", "load_space", "available_spaces", "SPACES_DIR",
            "STRATEGIES", "DISTRIBUTIONS", "VARIANT"]
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
-STRATEGIES: tuple[str, ...] = get_args(SearchConfig.model_fields["strategy"].annotation)
+Strategy = Literal["optuna", "grid", "oat"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+DEFAULT_STRATEGY: Strategy = "optuna"
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice")
 VARIANT = "variant"  # the name of the variants' search dimension
 BASELINE = "baseline"  # the name of OAT's centre trial
@@ -205,7 +207,7 @@ class SearchSpace:
 
     name: str
     description: str = ""
-    strategy: str = "optuna"
+    strategy: str = DEFAULT_STRATEGY
     num_samples: int | None = None
     fixed: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
@@ -246,7 +248,7 @@ class SearchSpace:
         description = data.get("description") or ""
         if not isinstance(description, str):
             raise fail("description", "must be a string")
-        strategy = data.get("strategy", SearchConfig.model_fields["strategy"].default)
+        strategy = data.get("strategy", DEFAULT_STRATEGY)
         if strategy not in STRATEGIES:
             raise fail("strategy", f"unknown strategy {strategy!r} (choose one of {', '.join(STRATEGIES)})")
         num_samples = data.get("num_samples")

@@ -27,14 +27,14 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from scd_core.checkpoint import load_spec, training_history
-from scd_core.config import load_config, with_overrides
+from scd_core.config import ConfigError, load_config, with_overrides
 from scd_core.data import load_eval_splits
 from scd_core.features import FeatureStoreError, Manifest, validate_store
 from scd_core.synthetic import ensure_store
 from scd_core.tables import Table
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
-from tuning.spaces import SearchSpace, load_space
+from tuning.spaces import SearchSpace, SpaceError, load_space
 from tuning.tracking import (CHILD, Tracking, child_run, git_commit, package_versions, parent_run, sweep_runs,
                              tracking_home)
 from tuning.trial import PERMANENT_FAILURE, TrialContext, TrialFigures, run_trial
@@ -44,20 +44,24 @@ MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
 
 @dataclass
 class SweepSettings:
-    """Everything ``tune_ssl.py`` accepts; None means "the space's or the platform's default"."""
+    """A sweep's own settings, the one place their defaults live (``tune_ssl.py``'s flags read
+    them from here). None means "the space's default" (``strategy``, ``num_samples``) or "the
+    platform's" (``features``: the demo corpora; ``name``: space-strategy-time; ``storage_path``
+    and ``tracking_uri``: the local store; ``address``: $RAY_ADDRESS or a local Ray)."""
 
-    space: str
+    space: str = "quick"
     features: str | None = None
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
     strategy: str | None = None
-    num_samples: int | None = None
+    num_samples: int | None = None  # optuna only: grid and one-factor spaces list their trials
     epochs: int | None = None
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     asha: bool = True
-    grace_period: int = 2
+    grace_period: int = 2  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: int = 4  # ASHA: 1/reduction_factor of the trials pass each rung
     max_failures: int = 2
     name: str | None = None
     resume: bool = False
@@ -66,6 +70,16 @@ class SweepSettings:
     seed: int = 0
     address: str | None = None
     report_top_k: int = 3  # trials evaluated on the test splits for the sweep's comparison table
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_concurrent", 1), ("grace_period", 1), ("reduction_factor", 2), ("max_failures", 0),
+                          ("report_top_k", 0), ("num_samples", 1), ("epochs", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"--{name.replace('_', '-')}: {value} is below {low}")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ConfigError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 "
+                             f"(got {self.cpus_per_trial}, {self.gpus_per_trial})")
 
 
 SweepReport = Callable[[Tracking, str, SearchSpace, Path, int], object]
@@ -194,6 +208,10 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
     # Everything a user can get wrong is checked here, before Ray starts and before any MLflow run.
     space: SearchSpace = load_space(settings.space)
     strategy = settings.strategy or space.strategy
+    if settings.num_samples is not None and strategy != "optuna":
+        raise SpaceError(f"{space.source}: --num-samples applies to optuna sweeps only; this {strategy} sweep runs "
+                         f"its {space.num_trials(strategy)} listed trials (for a smoke run: --epochs 1, or "
+                         f"--strategy optuna --num-samples {settings.num_samples})")
     num_trials = space.num_trials(strategy, settings.num_samples)
     base = load_config(settings.config, settings.overrides)
     home = tracking_home()
@@ -240,7 +258,8 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
                     mode="max",
                     search_alg=OptunaSearch(seed=settings.seed, points_to_evaluate=space.points_to_evaluate() or None)
                     if strategy == "optuna" else None,
-                    scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs))
+                    scheduler=ASHAScheduler(max_t=epochs, grace_period=min(settings.grace_period, epochs),
+                                            reduction_factor=settings.reduction_factor)
                     if settings.asha else None,
                     num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
                     max_concurrent_trials=settings.max_concurrent,
