@@ -16,8 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from scd_core import metrics as M
-from scd_core.evaluation import CORPUS_METRICS
+from scd_core.evaluation import metric_targets, target_intervals
 from scd_core.features import Manifest, load_split
 from scd_core.tasks import CORPORA, EMO_CLASSES
 
@@ -41,11 +40,11 @@ def trivial_baselines(store: str | Path, modalities: Sequence[str], splits: Mapp
     out: dict[str, dict[str, Any]] = {}
     what: dict[str, Any] = {}
 
-    def score(corpus: str, target: np.ndarray, pred: np.ndarray) -> None:
-        for name, fn in CORPUS_METRICS[corpus].items():
-            ci = M.bootstrap_ci(fn, target, pred, n_resamples=n_resamples, seed=seed)
-            out[f"{corpus}_{name}"] = {"corpus": corpus, "metric": name, "value": ci.value, "low": ci.low,
-                                       "high": ci.high, "n": len(target)}
+    def score(corpus: str, labels: np.ndarray, pred: np.ndarray) -> None:
+        target = metric_targets(corpus, labels)
+        for key, ci in target_intervals(corpus, target, pred, n_resamples, seed).items():
+            out[key] = {"corpus": corpus, "metric": key.removeprefix(f"{corpus}_"), "value": ci.value,
+                        "low": ci.low, "high": ci.high, "n": len(target)}
 
     def pair(corpus: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         if corpus not in splits:
@@ -54,10 +53,9 @@ def trivial_baselines(store: str | Path, modalities: Sequence[str], splits: Mapp
 
     train, test = pair("mosei")
     if train is not None and test is not None:
-        patterns, counts = np.unique(M.mosei_targets(train), axis=0, return_counts=True)
+        patterns, counts = np.unique(metric_targets("mosei", train), axis=0, return_counts=True)
         pattern = patterns[np.argmax(counts)]
-        target = M.mosei_targets(test)
-        score("mosei", target, np.broadcast_to(pattern, target.shape).copy())
+        score("mosei", test, np.broadcast_to(pattern, (len(test), len(pattern))).copy())
         names = [e for e, on in zip(EMO_CLASSES[1:], pattern) if on] or ["none (all absent)"]
         what["mosei_train_neutral_argmax"] = float(np.mean(train.argmax(axis=1) == 0))
         what["mosei"] = (f"most frequent training presence pattern: {' + '.join(names)} "
@@ -74,7 +72,7 @@ def trivial_baselines(store: str | Path, modalities: Sequence[str], splits: Mapp
         what["bah"] = f"training majority class: {('absence', 'presence')[majority]}"
     meld = labelled("meld", splits["meld"]) if "meld" in splits else None
     if meld is not None:
-        score("meld", meld.argmax(axis=1), np.zeros(len(meld), dtype=np.int64))
+        score("meld", meld, np.zeros(len(meld), dtype=np.int64))
         what["meld"] = "always neutral"
     return out, what
 

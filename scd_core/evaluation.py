@@ -71,22 +71,26 @@ def predict(model: nn.Module, data: CorpusTensors, batch_size: int = 1024) -> di
     return {task: torch.cat(parts) for task, parts in chunks.items()}
 
 
+def metric_targets(corpus: str, labels: np.ndarray) -> np.ndarray:
+    """The corpus's labels as its metrics read them: MOSEI ``[n, 6]`` presence (intensity > 0),
+    MELD the class index, FIv2 the five traits, BAH the class as stored."""
+    task = CORPORA[corpus].task
+    if task == "emo":
+        return labels.argmax(axis=1) if CORPORA[corpus].emo_single_label else M.mosei_targets(labels)
+    return labels
+
+
 def metric_inputs(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors):
     """(metric functions, target, prediction) for the corpus's own task, labelled rows only."""
     task = CORPORA[corpus].task
     _check_finite(corpus, task, outputs[task])
     rows = data.label_mask[task].cpu().numpy()
     out = outputs[task].detach().float().cpu().numpy()[rows]
-    label = data.labels[task].cpu().numpy()[rows]
+    target = metric_targets(corpus, data.labels[task].cpu().numpy()[rows])
     fns = CORPUS_METRICS[corpus]
-    if task == "emo" and CORPORA[corpus].emo_single_label:
-        return fns, label.argmax(axis=1), out.argmax(axis=1)
-    if task == "emo":
-        probs = torch.softmax(torch.from_numpy(out), dim=1).numpy()
-        return fns, M.mosei_targets(label), M.mosei_decode(probs)
-    if task == "pt":
-        return fns, label, out
-    return fns, label, out.argmax(axis=1)
+    if task == "emo" and not CORPORA[corpus].emo_single_label:
+        return fns, target, M.mosei_decode(torch.softmax(torch.from_numpy(out), dim=1).numpy())
+    return fns, target, out if task == "pt" else out.argmax(axis=1)
 
 
 def corpus_metrics(corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors) -> dict[str, float]:
@@ -99,9 +103,16 @@ def corpus_intervals(
     corpus: str, outputs: Mapping[str, Tensor], data: CorpusTensors, n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, M.Interval]:
     """Percentile-bootstrap 95% intervals of the corpus's metrics (resampling its rows)."""
-    fns, target, pred = metric_inputs(corpus, outputs, data)
+    _, target, pred = metric_inputs(corpus, outputs, data)
+    return target_intervals(corpus, target, pred, n_resamples, seed)
+
+
+def target_intervals(corpus: str, target: np.ndarray, pred: np.ndarray, n_resamples: int = 1000,
+                     seed: int = 0) -> dict[str, M.Interval]:
+    """The corpus's metrics with percentile-bootstrap 95% intervals, on targets and predictions
+    already in the metrics' form (:func:`metric_targets`)."""
     return {f"{corpus}_{name}": M.bootstrap_ci(fn, target, pred, n_resamples=n_resamples, seed=seed)
-            for name, fn in fns.items()}
+            for name, fn in CORPUS_METRICS[corpus].items()}
 
 
 def evaluate(model: nn.Module, splits: Mapping[str, CorpusTensors], batch_size: int = 1024) -> dict[str, float]:

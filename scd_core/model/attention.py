@@ -1,7 +1,6 @@
 """Query-based cross-attention layers (the paper's AF, Eq. 9) and their variants.
 
-All layers are batch-first. Common constructor signature (so that later issues can add
-crossmpt/bica/fa)::
+All layers are batch-first. Common constructor signature (every variant, ``scd_core.model.attention_variants`` too)::
 
     Layer(hidden_dim: int, *, num_heads: int, dropout: float = 0.0, **layer_specific)
 

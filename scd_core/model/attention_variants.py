@@ -116,11 +116,16 @@ class _MaskedCrossAttention(nn.Module):
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             _xavier_zero_(lin)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None,
+                score_bias: Tensor | None = None) -> Tensor:
+        """``score_bias`` (broadcast to ``[B, h, Lq, Lk]``) is added to the scaled scores before
+        the softmax (Forgetting Attention's decay)."""
         q = _split_heads(self.q_proj(query), self.num_heads)  # [B, h, Lq, d]
         k = _split_heads(self.k_proj(key), self.num_heads)  # [B, h, Lk, d]
         v = _split_heads(self.v_proj(value), self.num_heads)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # [B, h, Lq, Lk]
+        if score_bias is not None:
+            scores = scores + score_bias
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
         attn = F.dropout(_masked_softmax(scores, mask, dim=-1), self.dropout, self.training)
         return self.out_proj(_merge_heads(attn @ v))
@@ -402,7 +407,7 @@ class BiCrossAttention(AttentionLayer):
 
 
 @ATTENTION_LAYERS.register("fa")
-class ForgettingAttention(AttentionLayer):
+class ForgettingAttention(_MaskedCrossAttention, AttentionLayer):
     """Forgetting Attention (Lin et al. 2025, "Forgetting Transformer", ICLR; arXiv:2503.02130).
 
     FoX (section "Forgetting Attention"; authors' ``forgetting_attention.py`` and
@@ -446,22 +451,14 @@ class ForgettingAttention(AttentionLayer):
     """
 
     def __init__(self, hidden_dim: int, *, num_heads: int, dropout: float = 0.0, gate_init_std: float = 0.02) -> None:
-        super().__init__()
         _check_heads(hidden_dim, num_heads)
-        self.num_heads = num_heads
-        self.head_dim = hidden_dim // num_heads
-        self.dropout = dropout
+        super().__init__(hidden_dim, num_heads, dropout)
         self.gate_init_std = gate_init_std
-        self.q_proj = nn.Linear(hidden_dim, hidden_dim)
-        self.k_proj = nn.Linear(hidden_dim, hidden_dim)
-        self.v_proj = nn.Linear(hidden_dim, hidden_dim)
-        self.out_proj = nn.Linear(hidden_dim, hidden_dim)
         self.fgate_proj = nn.Linear(hidden_dim, num_heads)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
-            _xavier_zero_(lin)
+        super().reset_parameters()
         nn.init.normal_(self.fgate_proj.weight, std=self.gate_init_std)
         nn.init.zeros_(self.fgate_proj.bias)
 
@@ -475,11 +472,5 @@ class ForgettingAttention(AttentionLayer):
         return torch.cat([suffix[..., 1:], torch.zeros_like(suffix[..., :1])], dim=-1)
 
     def forward(self, query, key, value, key_padding_mask=None, *, query_padding_mask=None):
-        q = _split_heads(self.q_proj(query), self.num_heads)  # [B, h, Lq, d]
-        k = _split_heads(self.k_proj(key), self.num_heads)  # [B, h, Lk, d]
-        v = _split_heads(self.v_proj(value), self.num_heads)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-        scores = scores + self.forget_bias(key, key_padding_mask)[:, :, None, :]
-        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
-        attn = F.dropout(_masked_softmax(scores, mask, dim=-1), self.dropout, self.training)
-        return self.out_proj(_merge_heads(attn @ v))
+        bias = self.forget_bias(key, key_padding_mask)[:, :, None, :]  # [B, h, 1, Lk]
+        return super().forward(query, key, value, key_padding_mask, score_bias=bias)

@@ -6,7 +6,7 @@ and a boolean adjacency ``adj`` of shape ``[B, N, N]`` where ``adj[b, i, j]`` me
 ``self_loops`` switch, like ``unitary``, may drop them). No per-sample
 Python and no graph objects: N is the number of modalities (at most 5).
 
-Common constructor signature (so that later issues can add ncgnn/edgnn/hgnn)::
+Common constructor signature (every variant, ``scd_core.model.graph_variants`` too)::
 
     Layer(hidden_dim: int, *, num_heads: int = 1, dropout: float = 0.0, **layer_specific)
 
