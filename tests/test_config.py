@@ -1,5 +1,7 @@
 """Experiment configuration: paper defaults, YAML + overrides, errors that name the field."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -98,3 +100,11 @@ def test_printed_defaults_are_described_and_read_back():
     assert build_config(yaml.safe_load(text)) == ExperimentConfig()
     changed = describe(load_config(None, ["ssl.lambda=0.2"]))
     assert "  lambda: 0.2  # SSL budget" in changed
+
+
+def test_the_example_experiment_config_is_the_papers_best():
+    """configs/experiment.yaml says it writes out the defaults (MCDM-2, Tables 15-16): keep it so."""
+    from scd_core.config import ExperimentConfig, load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "experiment.yaml"
+    assert load_config(str(path)) == ExperimentConfig()
