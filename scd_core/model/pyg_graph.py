@@ -112,7 +112,7 @@ class PyGGraphLayer(GraphLayer):
         if operator is None:
             operator = self.precompute(adj)
         b, n, h = x.shape
-        return self.conv(x.reshape(b * n, h), operator).view(b, n, -1)
+        return self.conv(x.reshape(b * n, h), operator).reshape(b, n, -1)
 
 
 @functools.cache
