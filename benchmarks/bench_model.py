@@ -3,13 +3,19 @@
     python benchmarks/bench_model.py [--batch-sizes 32 256] [--min-seconds 3] [--device cpu] [--threads N]
     python benchmarks/bench_model.py --layers gat:mha ncgnn:mha edgnn:mha unitary:mha hgnn:mha \
         gat:mta gat:crossmpt gat:bica gat:fa          # the variants of Tables 13/14, as ratios to the first
+    python benchmarks/bench_model.py --layers gat:mha pyg:GATConv:mha pyg:GATv2Conv:mha \
+        pyg:TransformerConv:mha pyg:GCNConv:mha [--graph-only]   # PyG's layers beside the dense GAT
+
+``--graph-only`` times one graph layer alone (the graph part of each pair) on ``[B, 4, 512]``
+node features: the adjacency's precomputation, forward and backward, which the whole model's
+step would dilute.
 
 Paper configuration: hidden 512, out_features 512, 8 heads, dropout 0.15, the four
 modalities with 1024/1536/1536/1536 inputs, three tasks. Training mode; each step is a
 forward pass on random features (about 10 % of modality rows missing), the sum of all
-outputs as loss, and a backward pass (no optimiser step). Prints samples/s per model and
-batch size, from the median step time (robust to other jobs on a shared
-machine). On a CPU shared with other jobs, ``--threads 1`` avoids OpenMP
+outputs as loss, and a backward pass (no optimiser step). Prints ms per step and samples/s
+per model and batch size, from the median step time (robust to other jobs on a shared
+machine), and the throughput relative to the first model of the run. On a CPU shared with other jobs, ``--threads 1`` avoids OpenMP
 oversubscription, which otherwise dominates the numbers. A benchmark, not a test:
 nothing here is asserted.
 """
@@ -23,7 +29,7 @@ import time
 import torch
 
 from scd_core.config import ModelConfig
-from scd_core.model import MCDM, NAMED_MODELS, count_parameters
+from scd_core.model import GRAPH_LAYERS, MCDM, NAMED_MODELS, count_parameters, modality_adjacency
 from scd_core.tasks import PAPER_FEATURE_DIMS, TASK_NAMES
 
 
@@ -34,15 +40,33 @@ def make_batch(batch: int, device: torch.device, generator: torch.Generator):
     return feats, mask.to(device)
 
 
-def bench(model: MCDM, batch: int, device: torch.device, min_seconds: float, warmup: int = 2) -> float:
-    gen = torch.Generator().manual_seed(0)
-    feats, mask = make_batch(batch, device, gen)
+def model_step(model: MCDM, batch: int, device: torch.device):
+    feats, mask = make_batch(batch, device, torch.Generator().manual_seed(0))
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
         out = model(feats, mask)
         sum(o.sum() for o in out.values()).backward()
 
+    return step
+
+
+def graph_step(layer: torch.nn.Module, batch: int, device: torch.device):
+    """One graph layer alone: ``[B, N, H]`` features of the model's modality graph."""
+    _, mask = make_batch(batch, device, torch.Generator().manual_seed(0))
+    x = torch.randn(batch, mask.size(1), layer.hidden_dim, device=device, requires_grad=True)
+    adj = modality_adjacency(mask)
+
+    def step() -> None:
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x, adj, layer.precompute(adj)).sum().backward()
+
+    return step
+
+
+def bench(step, device: torch.device, min_seconds: float, warmup: int = 2) -> float:
+    """Median seconds of ``step()`` (after ``warmup`` calls), over at least ``min_seconds``."""
     for _ in range(warmup):
         step()
     times: list[float] = []
@@ -55,7 +79,7 @@ def bench(model: MCDM, batch: int, device: torch.device, min_seconds: float, war
         times.append(time.perf_counter() - start)
         total += times[-1]
     # median step time: robust to other processes sharing the CPU
-    return batch / statistics.median(times)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,27 +90,37 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--layers", nargs="+", metavar="GRAPH:ATTENTION",
-                        help="benchmark these layer pairs instead of the named models")
+                        help="benchmark these layer pairs instead of the named models (GRAPH may be pyg:<Name>)")
+    parser.add_argument("--graph-only", action="store_true",
+                        help="time each pair's graph layer alone (paper's hidden size and heads)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
-    if args.layers:
-        configs = {pair: dict(zip(("graph", "attention"), pair.split(":"))) for pair in args.layers}
+    if args.layers:  # the graph name may hold a colon itself (pyg:GATv2Conv)
+        configs = {pair: dict(zip(("graph", "attention"), pair.rsplit(":", 1))) for pair in args.layers}
     else:
         configs = {name: NAMED_MODELS[name] for name in args.models}
-    print(f"{'model':14s} {'params':>10s} {'batch':>6s} {'samples/s':>10s} {'vs first':>8s}")
+    width = max(14, *(len(name) for name in configs))
+    print(f"{'model':{width}s} {'params':>10s} {'batch':>6s} {'ms/step':>8s} {'samples/s':>10s} {'vs first':>8s}")
     first: dict[int, float] = {}
     for name, layers in configs.items():
+        cfg = ModelConfig(**layers)
         torch.manual_seed(0)
-        model = MCDM.from_config(ModelConfig(**layers), PAPER_FEATURE_DIMS, TASK_NAMES).to(device).train()
+        if args.graph_only:
+            module = GRAPH_LAYERS.get(cfg.graph)(cfg.hidden_dim, num_heads=cfg.num_heads, dropout=cfg.dropout)
+        else:
+            module = MCDM.from_config(cfg, PAPER_FEATURE_DIMS, TASK_NAMES)
+        module = module.to(device).train()
         for batch in args.batch_sizes:
-            rate = bench(model, batch, device, args.min_seconds)
+            make_step = graph_step if args.graph_only else model_step
+            seconds = bench(make_step(module, batch, device), device, args.min_seconds)
+            rate = batch / seconds
             first.setdefault(batch, rate)
-            print(f"{name:14s} {count_parameters(model):>10d} {batch:>6d} {rate:>10.1f} {rate / first[batch]:>8.2f}",
-                  flush=True)
+            print(f"{name:{width}s} {count_parameters(module):>10d} {batch:>6d} {1e3 * seconds:>8.2f} {rate:>10.1f} "
+                  f"{rate / first[batch]:>8.2f}", flush=True)
 
 
 if __name__ == "__main__":

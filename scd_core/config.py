@@ -122,8 +122,10 @@ class ModelConfig(_Section):
     @field_validator("graph")
     @classmethod
     def _graph(cls, v: str) -> str:
-        if v not in GRAPH_LAYERS:
-            raise ValueError(f"unknown graph layer {v!r}; choose one of {GRAPH_LAYERS.names()}")
+        try:  # resolves pyg:<Name> too; the registry's message lists the valid names
+            GRAPH_LAYERS.get(v)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
         return v
 
     @field_validator("attention")

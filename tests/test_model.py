@@ -13,7 +13,6 @@ from scd_core.model import (
     ATTENTION_LAYERS,
     GRAPH_LAYERS,
     MCDM,
-    GATLayer,
     UnitaryGraphConv,
     count_parameters,
     modality_adjacency,
@@ -108,39 +107,6 @@ def test_every_ablation_runs_forward_and_backward(label, kw, dims, tasks):
 
 
 # ------------------------------------------------------------------ layers
-
-
-def _complete_edge_index(num_nodes: int, present: torch.Tensor | None = None) -> torch.Tensor:
-    idx = [(j, i) for i in range(num_nodes) for j in range(num_nodes) if i != j
-           and (present is None or (present[i] and present[j]))]
-    return torch.tensor(idx, dtype=torch.long).reshape(-1, 2).T
-
-
-@pytest.mark.parametrize("with_mask", [False, True])
-def test_gat_equals_pyg_gatconv(with_mask):
-    from torch_geometric.nn import GATConv
-
-    torch.manual_seed(0)
-    h, n, b = 16, 4, 3
-    conv = GATConv(h, h, heads=1, add_self_loops=True).eval()
-    with torch.no_grad():  # non-trivial bias and attention vectors
-        conv.bias.normal_()
-        conv.att_src.normal_()
-        conv.att_dst.normal_()
-    layer = GATLayer(h).eval()
-    with torch.no_grad():
-        layer.lin.weight.copy_(conv.lin.weight)
-        layer.att.copy_(torch.cat([conv.att_dst.flatten(), conv.att_src.flatten()]))
-        layer.bias.copy_(conv.bias)
-    x = torch.randn(b, n, h)
-    mask = torch.tensor([[True] * 4, [True, False, True, True], [False, False, True, False]])
-    if not with_mask:
-        mask = torch.ones_like(mask)
-    out = layer(x, modality_adjacency(mask))
-    for i in range(b):
-        # Eq. 5 implies self-loops; PyG adds them to the (present-node) complete graph.
-        ref = conv(x[i], _complete_edge_index(n, mask[i]))
-        torch.testing.assert_close(out[i], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_unitary_operator_is_norm_preserving_exp_iA():

@@ -2,12 +2,13 @@
 
 ``GRAPH_LAYERS`` and ``ATTENTION_LAYERS`` map config names to layer classes; importing
 this package registers every layer (graph: ``none``, ``gat``, ``unitary``, ``ncgnn``,
-``edgnn``, ``hgnn``; attention: ``none``, ``mha``, ``mta``, ``crossmpt``, ``bica``,
-``fa``); ``scd_core.model.registries`` says how to add one.
+``edgnn``, ``hgnn``, and ``pyg:<Name>`` for a ``torch_geometric.nn`` layer; attention:
+``none``, ``mha``, ``mta``, ``crossmpt``, ``bica``, ``fa``); ``scd_core.model.registries``
+says how to add one.
 """
 
 # Importing the layer modules registers every layer.
-from scd_core.model import attention, attention_variants, graph, graph_variants
+from scd_core.model import attention, attention_variants, graph, graph_variants, pyg_graph
 from scd_core.model.attention import MultiHeadAttention, MultiTokenAttention, ResidualSum
 from scd_core.model.blocks import Adapter, GuideBank, ModalityProjector, TaskHead, TaskProjector
 from scd_core.model.graph import (
@@ -34,6 +35,7 @@ __all__ = [
     "attention_variants",
     "graph",
     "graph_variants",
+    "pyg_graph",
     "GRAPH_LAYERS",
     "ATTENTION_LAYERS",
     "MCDM",

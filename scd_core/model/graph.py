@@ -149,7 +149,8 @@ class GATLayer(GraphLayer):
     ``alpha_ij = softmax_j(LeakyReLU(a^T [W x_i || W x_j]))`` over the neighbours ``j`` of
     ``i`` (``adj[b, i, j]``). Identical to ``torch_geometric.nn.GATConv(H, H, heads=1)``
     on the same graph (``att = [att_dst || att_src]``, including its bias and its
-    dropout on the attention coefficients). No activation, as in Eq. 4.
+    dropout on the attention coefficients), i.e. to ``pyg:GATConv`` with one head
+    (tests/test_pyg_graph.py). No activation, as in Eq. 4.
 
     Eq. 4-5 have one attention head, so ``num_heads`` is accepted for the common signature
     and ignored. Parameters: ``H*H`` (W) + ``2H`` (a) + ``H`` (bias).
