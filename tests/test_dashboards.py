@@ -22,7 +22,7 @@ from dashboards.figures import confusion_figure, gradnorm_figure, pseudo_label_f
 from dashboards.report import main as report_main
 from dashboards.report import study_from_runs
 from scd_core.tables import Table
-from dashboards.trial_figures import prediction_columns, trial_figures
+from dashboards.trial_figures import checkpoint_figures, prediction_columns, trial_figures
 from scd_core.checkpoint import load_model
 from scd_core.model import count_parameters
 from scd_core.data import load_training_data
@@ -122,7 +122,8 @@ def test_sweep_logs_figures_tables_and_the_optuna_study(quick_sweep, tmp_path):
     # A trial that ASHA stops never returns from training, so the sweep draws its figures from
     # its last checkpoint: take one trial's figures away and let that step draw them again.
     shutil.rmtree(Path(trials(tracking, "quick")[0].info.artifact_uri.removeprefix("file://")) / "figures")
-    log_missing_figures(ResultGrid(ExperimentAnalysis(str(Path(settings.storage_path) / "quick"))), tracking, "quick")
+    log_missing_figures(ResultGrid(ExperimentAnalysis(str(Path(settings.storage_path) / "quick"))), tracking, "quick",
+                        checkpoint_figures)
     runs = trials(tracking, "quick")
     for run in runs:
         assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "figures")} == TRIAL_FIGURES
