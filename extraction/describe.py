@@ -71,9 +71,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from extraction.encoder_zoo import ModelCodeUnavailable
-from extraction.encoders import ModelInfo, describe_model, resolve_source
-from extraction.types import StageError
+from extraction.encoder_base import ModelInfo, describe_model, resolve_source
+from extraction.types import ModelCodeUnavailable, StageError
 from scd_core.registry import Registry
 
 PROMPT = (

@@ -25,11 +25,10 @@ from extraction.describe import (
     Describer,
     resolve_prompt,
 )
-from extraction.encoder_zoo import ModelCodeUnavailable
 from extraction.encoders import ENCODERS, build_encoder
 from extraction.pipeline import modality_infos, plan_stages
 from extraction.stages import SceneFeatures, TextFeatures, from_bytes, to_bytes
-from extraction.types import StageError, functionals
+from extraction.types import ModelCodeUnavailable, StageError, functionals
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "scd-mmpsr-paper.txt"
 ROOT = Path(__file__).resolve().parents[1]

@@ -158,7 +158,7 @@ def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_pa
     transcriber (not the extracting machine's model folders); a changed prompt is named."""
     extracted = ExtractionConfig.model_validate({
         "sources": [{"corpus": "mosei", "split": "train", "videos": "."}], "modalities": ["text", "behavior"],
-        "transcriber": {"name": "whisper", "local_dir": "/elsewhere/whisper"},
+        "transcriber": {"local_dir": "/elsewhere/whisper"},
         "describer": {"vlm": "internvl2.5-4b", "prompt": "short", "local_dir": "/elsewhere/internvl"}})
     roberta = {"name": "emoroberta", "model_id": "michellejieli/emotion_text_classifier", "revision": "abc",
                "fingerprint": "f" * 16, "dim": 64, "settings": {"max_length": 64}}
