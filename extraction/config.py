@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scd_core.config import ConfigError, format_errors, deep_merge, parse_overrides
 from scd_core.features.schema import LABEL_RANGES
-from scd_core.tasks import EMO_CLASSES, TASKS, CorpusName, ModalityName, SplitName
+from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS, CorpusName, ModalityName, SplitName
 from scd_core.yaml_io import read_yaml
 
 
@@ -85,7 +85,11 @@ class Columns(_Strict):
 
 
 class Source(_Strict):
-    """One input table (or a folder of videos) for one corpus."""
+    """One input table (or a folder of videos) for one corpus.
+
+    ``corpus: unlabelled`` is for clips of your own without labels: their features serve
+    prediction, or extra training rows that SSL pseudo-labels (``data.train_corpora``).
+    """
 
     corpus: CorpusName
     split: SplitName | None = Field(None, description="the split of every row; or use group_split")
@@ -102,6 +106,9 @@ class Source(_Strict):
             raise ValueError("give exactly one of manifest or videos")
         if (self.split is None) == (self.group_split is None):
             raise ValueError("give exactly one of split or group_split")
+        if CORPORA[self.corpus].task is None and (self.columns.labels or self.columns.emotion):
+            raise ValueError(f"corpus {self.corpus!r} holds clips without labels: drop columns.labels and "
+                             "columns.emotion, or name the corpus whose task the labels are")
         return self
 
 

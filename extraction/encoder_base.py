@@ -136,7 +136,16 @@ class Encoder:
     name: ClassVar[str]
     modality: ClassVar[str]
     default_id: ClassVar[str]
+    # "hub": model_id names a Hugging Face repository (``extraction.models`` checks and fetches
+    # it); otherwise a sentence saying how the model's files are obtained.
+    files_from: ClassVar[str] = "hub"
     info: ModelInfo
+
+    @classmethod
+    def bundled(cls, model_id: str | None, local_dir: str | Path | None) -> Path | None:
+        """The copy of the model that an installed package ships, used when neither
+        ``model_id`` nor ``local_dir`` is given; None: the model comes from ``model_id``."""
+        return None
 
     def __init__(self, model_id: str | None, local_dir: str | Path | None, device: str, batch_size: int) -> None:
         if batch_size < 1:

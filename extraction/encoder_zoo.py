@@ -159,6 +159,7 @@ class EmotiEffLibEncoder(Encoder):
     name = "emotiefflib"
     modality = "image"
     default_id = "enet_b0_8_best_vgaf"
+    files_from = "EmotiEffLib downloads <model_id>.onnx into ~/.emotiefflib on first use"
 
     def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 32) -> None:
@@ -450,6 +451,7 @@ class UnavailableEncoder(Encoder):
 
     missing: ClassVar[str]
     remedy: ClassVar[str]
+    files_from = "nowhere on this platform: the encoder cannot run here (its error says how to add it)"
 
     def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 1) -> None:

@@ -221,11 +221,13 @@ class MiniLMTextEncoder(Encoder):
     modality = "text"
     default_id = "sentence-transformers/all-MiniLM-L6-v2"
 
+    @classmethod
+    def bundled(cls, model_id: str | None, local_dir: str | Path | None) -> Path | None:
+        return packaged_minilm() if model_id is None and local_dir is None else None
+
     def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 32) -> None:
-        if model_id is None and local_dir is None:
-            local_dir = packaged_minilm()
-        super().__init__(model_id, local_dir, device, batch_size)
+        super().__init__(model_id, self.bundled(model_id, local_dir) or local_dir, device, batch_size)
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(self.source, device=device)

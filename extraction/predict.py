@@ -129,13 +129,13 @@ def input_sources(inputs: list[str], columns: Mapping[str, Any]) -> list[dict[st
     """Source values for each input: a folder (``videos``), a manifest CSV (``manifest`` with
     ``columns``), or one video (its folder, filtered to the file by ``read_inputs``).
 
-    Corpus and split are placeholders that the extraction stages carry along: predictions
-    have no labels.
+    The clips are the ``unlabelled`` corpus (predictions have no labels); the split is a
+    placeholder that the extraction stages carry along.
     """
     sources = []
     for given in inputs:
         path = Path(given).resolve()
-        base = {"corpus": "meld", "split": "test"}
+        base = {"corpus": "unlabelled", "split": "test"}
         if path.is_dir():
             sources.append({**base, "videos": str(path)})
         elif path.suffix.lower() == ".csv":
