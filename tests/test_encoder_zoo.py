@@ -7,6 +7,7 @@ message that says what is missing. Also: behaviour "by scene" in the pipeline's 
 config's validation of encoder, VLM and prompt choices, and ``search_spaces/encoders.yaml``.
 """
 
+import ast
 import json
 import re
 import shutil
@@ -601,3 +602,20 @@ def test_encoders_space_loads_and_names_one_store_per_table_row():
         assert name in ENCODERS, name
     for name in re.findall(r"describer\.vlm=([\w.-]+)", text):
         assert name in VLMS, name
+
+
+def test_the_encoder_modules_import_one_way():
+    """encoders -> encoder_zoo -> encoder_base, never back; describe and transcribe need only the
+    base (no cycle that works by import order, and no zoo loaded for one exception)."""
+    imports = {}
+    for name in ("encoder_base", "encoder_zoo", "encoders", "describe", "transcribe"):
+        tree = ast.parse((ROOT / "extraction" / f"{name}.py").read_text())
+        found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        found |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and node.module == "extraction" for a in node.names}
+        imports[name] = {m.removeprefix("extraction.") for m in found if m.startswith("extraction.")}
+    assert imports["encoder_base"] <= {"types"}
+    assert "encoders" not in imports["encoder_zoo"] and "encoder_base" in imports["encoder_zoo"]
+    assert {"encoder_zoo", "encoder_base"} <= imports["encoders"]
+    for name in ("describe", "transcribe"):
+        assert not imports[name] & {"encoders", "encoder_zoo"}, name

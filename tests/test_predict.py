@@ -17,7 +17,13 @@ from test_cluster import ENV, RAY, ROOT, head  # noqa: F401  (the loopback Ray h
 
 from extraction.config import ExtractionConfig
 from extraction.pipeline import modality_info
-from extraction.predict import PREDICTIONS, configured_modalities, predict_config, setting_differences
+from extraction.predict import (
+    PREDICTIONS,
+    configured_modalities,
+    extractor_differences,
+    predict_config,
+    setting_differences,
+)
 from ray_jobs import predict as predict_job
 from scd_core.checkpoint import ModelSpec, build_model, load_spec, save_checkpoint
 from scd_core.config import build_config
@@ -173,6 +179,33 @@ def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_pa
     assert setting_differences(spec, cfg) == []
     changed = predict_config(spec, [str(tmp_path)], tmp_path / "out", {"describer": {"prompt": "full"}})
     assert setting_differences(spec, changed) == ["describer.prompt: trained with 'short', here 'full'"]
+
+
+def test_a_store_written_with_the_old_describer_and_transcriber_keys_is_read_under_the_new_ones(tmp_path):
+    """Stores written before describer.name became describer.backend (and transcriber.name was
+    dropped) record the old keys: they rebuild and compare like new ones."""
+    extracted = ExtractionConfig.model_validate({
+        "sources": [{"corpus": "mosei", "split": "train", "videos": "."}], "modalities": ["text", "behavior"],
+        "describer": {"backend": "vllm", "prompt": "short"}})
+    roberta = {"name": "emoroberta", "model_id": "michellejieli/emotion_text_classifier", "revision": "abc",
+               "fingerprint": "f" * 16, "dim": 64, "settings": {"max_length": 64}}
+    today = {m: modality_info(extracted, m, roberta) for m in ("text", "behavior")}
+    old = {}
+    for m, info in today.items():
+        settings = dict(info.settings)
+        if "transcriber" in settings:
+            settings["transcriber"] = {"name": "whisper", **settings["transcriber"]}
+        if "describer" in settings:
+            describer = dict(settings["describer"])
+            settings["describer"] = {"name": describer.pop("backend"), **describer}
+        old[m] = replace(info, settings=settings)
+    assert old["behavior"].settings["describer"]["name"] == "vllm" and "name" in old["text"].settings["transcriber"]
+    cfg = build_config({**SMALL, "data": {"modalities": ["text", "behavior"]}})
+    spec = ModelSpec(cfg, {"text": 64, "behavior": 64}, ["emo", "pt", "ah"], old)
+    rebuilt = predict_config(spec, [str(tmp_path)], tmp_path / "out")
+    assert (rebuilt.describer.backend, rebuilt.describer.prompt) == ("vllm", "short")
+    assert setting_differences(spec, rebuilt) == []
+    assert extractor_differences(spec, today) == ([], [])
 
 
 def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_dir, tiny_clap_dir, head):
