@@ -2,6 +2,7 @@
 
     python -m extraction.models list CONFIG [key=value ...]
     python -m extraction.models fetch CONFIG [key=value ...] [--to DIR]
+    python -m extraction.models fetch --repo OWNER/NAME [--repo ...] [--to DIR]
 
 ``required_models`` follows the run's plan (``extraction.pipeline.plan_stages``: a text-only
 run needs no Whisper and no VLM) and names each model by its config field, Hugging Face
@@ -15,7 +16,9 @@ that fetches them, instead of a traceback from inside a Ray actor.
 ``fetch`` downloads the missing ones with ``huggingface_hub.snapshot_download``, into the
 cache (nothing else to set: the run finds them there) or, with ``--to DIR``, into
 ``DIR/<owner>--<name>``, printing the ``<field>.local_dir=...`` overrides that point the run
-at them. Files in formats no loader here reads (TensorFlow, Flax, ONNX exports) are skipped.
+at them (for ``--repo``, the folder of each repository).
+``ray_jobs/predict.py`` runs the same check on the models its checkpoint recorded and names
+them by repository. Files in formats no loader here reads (TensorFlow, Flax, ONNX exports) are skipped.
 """
 
 from __future__ import annotations
@@ -135,14 +138,18 @@ def missing_models(models: list[RequiredModel]) -> list[tuple[RequiredModel, str
     return missing
 
 
-def fetch_command(config: str | Path, overrides: list[str] = ()) -> str:
+def fetch_command(config: str | Path | None, overrides: list[str] = (), repos: list[str] = ()) -> str:
+    """The command that fetches a config's models, or (without a config) the repositories ``repos``."""
+    if config is None:
+        return "python -m extraction.models fetch " + " ".join(f"--repo {shlex.quote(r)}" for r in repos)
     return "python -m extraction.models fetch " + shlex.join([str(config), *overrides])
 
 
-def check_models(cfg: ExtractionConfig, config: str | Path, overrides: list[str] = (),
-                 rows: list[dict[str, Any]] | None = None) -> None:
+def check_models(cfg: ExtractionConfig, config: str | Path | None = None, overrides: list[str] = (),
+                 rows: list[dict[str, Any]] | None = None, run: str | None = None) -> None:
     """Raise ``ModelsMissing`` naming every model of the run that is not here and the command
-    that fetches them; return quietly when all are here."""
+    that fetches them (for ``config`` and ``overrides``, or, without a config, by repository);
+    return quietly when all are here. ``run`` names the run in the message (default: ``config``)."""
     missing = missing_models(required_models(cfg, rows))
     if not missing:
         return
@@ -150,16 +157,19 @@ def check_models(cfg: ExtractionConfig, config: str | Path, overrides: list[str]
 
     table = tabulate([[m.field, m.local_dir or m.repo_id, why] for m, why in missing], tablefmt="plain")
     offline = " (HF_HUB_OFFLINE is set: nothing is downloaded)" if constants.HF_HUB_OFFLINE else ""
-    command = fetch_command(config, overrides)
+    repos = list(dict.fromkeys(m.repo_id for m, _ in missing if m.local_dir is None))
+    command = fetch_command(config, overrides, repos)
     local = [m.field for m, _ in missing if m.local_dir is not None]
-    raise ModelsMissing(
-        f"{config}: {len(missing)} of the models this run needs are not on this machine{offline}:\n"
-        + "\n".join("  " + line for line in table.splitlines())
-        + ("\nfix the local_dir of " + ", ".join(local) + " (or drop it to use the Hugging Face copy)" if local else "")
-        + f"\nfetch them into the Hugging Face cache ({constants.HF_HUB_CACHE}) with\n  {command}"
-        + f"\nor into a folder of your own, then pass the local_dir overrides it prints:\n  {command} --to DIR"
-        + "\n(on a cluster whose workers have the models and this machine has not: --skip-model-check)"
-    )
+    lines = [f"{run or config or 'this run'}: {len(missing)} of the models this run needs are not on this machine{offline}:",
+             *("  " + line for line in table.splitlines())]
+    if local:
+        lines.append("fix the local_dir of " + ", ".join(local) + " (or drop it to use the Hugging Face copy)")
+    if repos:
+        lines += [f"fetch them into the Hugging Face cache ({constants.HF_HUB_CACHE}) with", f"  {command}",
+                  "or into a folder of your own (then give the local_dir it prints):",
+                  f"  {command} --to DIR"]
+    lines.append("(on a cluster whose workers have the models and this machine has not: --skip-model-check)")
+    raise ModelsMissing("\n".join(lines))
 
 
 def target_folder(root: str | Path, repo_id: str) -> Path:
@@ -170,11 +180,11 @@ def target_folder(root: str | Path, repo_id: str) -> Path:
 def fetch(models: list[RequiredModel], to: str | Path | None = None, say=print) -> dict[str, str]:
     """Download every Hub model of ``models`` that is not here (a ``local_dir`` that is not a
     model folder is left to the user); into the cache, or into
-    ``target_folder(to, repo_id)``. Returns the ``<field>.local_dir`` overrides for ``to``
+    ``target_folder(to, repo_id)``. Returns field -> the folder it was fetched into, for ``to``
     (empty without ``to``: the run finds the cache by itself)."""
     from huggingface_hub import constants, snapshot_download
 
-    overrides: dict[str, str] = {}
+    folders: dict[str, str] = {}
     done: dict[str, str] = {}
     for model, _ in missing_models(models):
         if model.local_dir is not None:  # a folder the user named: not ours to fill
@@ -190,25 +200,31 @@ def fetch(models: list[RequiredModel], to: str | Path | None = None, say=print) 
                 raise FetchError(f"cannot fetch {model.repo_id} ({model.field}) into {where}: "
                                  f"{type(err).__name__}: {err}") from err
         if target is not None:
-            overrides[f"{model.field}.local_dir"] = done[model.repo_id]
-    return overrides
+            folders[model.field] = done[model.repo_id]
+    return folders
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extraction.models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["list", "fetch"])
-    parser.add_argument("config", help="extraction YAML")
+    parser.add_argument("config", nargs="?", help="extraction YAML")
     parser.add_argument("overrides", nargs="*", help="key=value, as for ray_jobs/extract_features.py")
+    parser.add_argument("--repo", action="append", default=[],
+                        help="fetch: a Hugging Face repository instead of a config's models (repeatable)")
     parser.add_argument("--to", help="fetch: into this folder instead of the Hugging Face cache")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
+    if (args.config is None) == (not args.repo) or (args.repo and args.command == "list"):
+        parser.error("give a config (list, fetch) or --repo (fetch), not both")
     return explained(lambda: run(args), args.debug, (*USER_ERRORS, ManifestError, FetchError))
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_extraction_config(args.config, args.overrides)
-    models = required_models(cfg)
+    if args.repo:  # named by their repository: no config field to point at them
+        models = [RequiredModel(repo, repo, repo) for repo in args.repo]
+    else:
+        models = required_models(load_extraction_config(args.config, args.overrides))
     if args.command == "list":
         rows = []
         for m in models:
@@ -217,17 +233,20 @@ def run(args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["field", "model", "repository", "here", ""]))
         missing = missing_models(models)
         print(f"\n{len(missing)} missing" + (f"; fetch with: {fetch_command(args.config, args.overrides)}"
-                                           if missing else ""))
+                                            if missing else ""))
         return 0
-    overrides = fetch(models, args.to)
+    folders = fetch(models, args.to)
     broken = [(m, why) for m, why in missing_models(models) if m.local_dir is not None]
     for m, why in broken:
         print(f"{m.field}: {why}; point local_dir at a model folder, or drop it to fetch {m.repo_id}")
-    if overrides:
-        print("\npass these to ray_jobs/extract_features.py (or put them in the YAML):\n  "
-              + " ".join(f"{k}={shlex.quote(v)}" for k, v in overrides.items()))
+    if folders and args.repo:
+        print("\nfetched; give each folder as the local_dir of the config field that names its model:\n"
+              + "\n".join(f"  {repo}: {folder}" for repo, folder in folders.items()))
+    elif folders:
+        print("\npass these to ray_jobs/extract_features.py or ray_jobs/predict.py (or put them in the YAML):\n  "
+              + " ".join(f"{field}.local_dir={shlex.quote(folder)}" for field, folder in folders.items()))
     elif not missing_models(models):
-        print("every model of the run is here")
+        print("every model is here")
     return 1 if broken else 0
 
 

@@ -43,6 +43,7 @@ from pydantic import ValidationError
 
 from extraction.config import ExtractionConfig
 from extraction.manifest import VIDEO_SUFFIXES, ManifestError, read_source
+from extraction.models import check_models
 from extraction.pipeline import map_stage, modality_info, plan_stages, source_item, stage_dataset
 from extraction.stages import from_bytes
 from scd_core.checkpoint import ModelSpec, load_model, load_spec
@@ -358,6 +359,14 @@ def _final_table(latest: Mapping[str, dict[str, Any]], inputs: list[dict[str, An
         row["errors"] = "; ".join(f"{stage}: {reason}" for stage, reason in json.loads(row["errors"]))
         records.append({k: row.get(k) for k in names})
     return pa.Table.from_pylist(records).select(names) if records else pa.table({k: [] for k in names})
+
+
+def check_prediction_models(checkpoint: str | Path, inputs: list[str], output: str | Path,
+                            user_values: Mapping[str, Any] | None = None) -> None:
+    """Before Ray starts: ``extraction.models.check_models`` on the extraction that predicting
+    with ``checkpoint`` on ``inputs`` runs (``ModelsMissing`` names what this machine lacks)."""
+    cfg = predict_config(load_spec(checkpoint), inputs, output, user_values)
+    check_models(cfg, rows=read_inputs(cfg, inputs), run=f"predicting with {checkpoint}")
 
 
 def run_prediction(checkpoint: str | Path, inputs: list[str], output: str | Path,

@@ -4,6 +4,7 @@ random models of the real classes (CLIP, CLAP, MCDM)."""
 
 import json
 import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +17,7 @@ from model_fixtures import tiny_clap_dir, tiny_clip_dir  # noqa: F401  (session 
 from test_cluster import ENV, RAY, ROOT, head  # noqa: F401  (the loopback Ray head fixture)
 
 from extraction.config import ExtractionConfig
+from extraction.encoders import ENCODERS
 from extraction.pipeline import modality_info
 from extraction.predict import (
     PREDICTIONS,
@@ -179,6 +181,24 @@ def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_pa
     assert setting_differences(spec, cfg) == []
     changed = predict_config(spec, [str(tmp_path)], tmp_path / "out", {"describer": {"prompt": "full"}})
     assert setting_differences(spec, changed) == ["describer.prompt: trained with 'short', here 'full'"]
+
+
+def test_models_missing_here_are_named_before_any_work(checkpoint, videos, tmp_path):
+    """The checkpoint's CLIP and CLAP on a fresh machine without network: one message naming
+    both, with the command that fetches them by repository; Ray never starts."""
+    env = {**ENV, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "empty_hf"), "HF_HUB_OFFLINE": "1"}
+    job = subprocess.run([sys.executable, "ray_jobs/predict.py", "--checkpoint", str(checkpoint), str(videos),
+                          "--output", str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert job.returncode == 2, job.stderr[-2000:]
+    repos = [ENCODERS.get("clip").default_id, ENCODERS.get("clap").default_id]
+    assert f"\nerror: predicting with {checkpoint}: 2 of the models" in job.stderr, job.stderr
+    named = {line.split()[0]: line.split()[1] for line in job.stderr.splitlines() if line.startswith("  ")}
+    assert {k: named[k] for k in ("video_encoder", "audio_encoder")} == dict(zip(("video_encoder", "audio_encoder"),
+                                                                               repos)), job.stderr
+    assert f"  python -m extraction.models fetch --repo {repos[0]} --repo {repos[1]}\n" in job.stderr
+    assert "Traceback" not in job.stderr and "Started a local Ray instance" not in job.stdout + job.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_store_written_with_the_old_describer_and_transcriber_keys_is_read_under_the_new_ones(tmp_path):
