@@ -50,12 +50,15 @@ Backends:
   ``InternVLProcessor`` writes for a video: ``Frame<i>: <img><IMG_CONTEXT>...</img>`` per
   frame, then the prompt.
 - ``vllm`` (CUDA only; ``pip install -e .[gpu]``): ``LLM.generate`` with one
-  ``{"prompt": ..., "multi_modal_data": {"video": frames}}`` request per clip, frames as a
-  uint8 [T, H, W, 3] array, so the VLM sees a real video (for Qwen2.5-VL, two frames per
-  temporal patch; vLLM assumes its default sampling rate for the temporal positions). vllm
-  is imported when the backend is built; without it the constructor raises ImportError
-  naming the extra. Only the Qwen path has been run; the others follow vLLM's documented
-  ``<video>`` placeholder for InternVL-style models.
+  ``{"prompt": ..., "multi_modal_data": {"video": frames}}`` request per clip
+  (``vllm_request``), frames as a uint8 [T, H, W, 3] array, so the VLM sees a real video
+  (for Qwen2.5-VL, two frames per temporal patch; vLLM assumes its default sampling rate
+  for the temporal positions), decoded greedily (``vllm_sampling``). vllm is imported when
+  the backend is built; without it the constructor raises ImportError naming the extra.
+  vLLM itself has not run on this project's machines (it cannot be installed on them): the
+  request is tested against the transformers backend's inputs for the same clip (same
+  frames, the same text as Qwen2.5-VL's chat template, the same greedy decoding); the
+  other VLMs follow vLLM's documented ``<video>`` placeholder for InternVL-style models.
 
 The two backends therefore do not give identical text for a clip; the manifest records the
 backend in ``info.settings``.
