@@ -16,9 +16,9 @@ that fetches them, instead of a traceback from inside a Ray actor.
 ``fetch`` downloads the missing ones with ``huggingface_hub.snapshot_download``, into the
 cache (nothing else to set: the run finds them there) or, with ``--to DIR``, into
 ``DIR/<owner>--<name>``, printing the ``<field>.local_dir=...`` overrides that point the run
-at them (for ``--repo``, the folder of each repository).
-``ray_jobs/predict.py`` runs the same check on the models its checkpoint recorded and names
-them by repository. Files in formats no loader here reads (TensorFlow, Flax, ONNX exports) are skipped.
+at them (for ``--repo``, the folder of each repository). Files in formats no loader here
+reads (TensorFlow, Flax, ONNX exports) are skipped. ``ray_jobs/predict.py`` runs the same
+check on the models its checkpoint recorded and names them by repository.
 """
 
 from __future__ import annotations
@@ -160,8 +160,8 @@ def check_models(cfg: ExtractionConfig, config: str | Path | None = None, overri
     repos = list(dict.fromkeys(m.repo_id for m, _ in missing if m.local_dir is None))
     command = fetch_command(config, overrides, repos)
     local = [m.field for m, _ in missing if m.local_dir is not None]
-    lines = [f"{run or config or 'this run'}: {len(missing)} of the models this run needs are not on this machine{offline}:",
-             *("  " + line for line in table.splitlines())]
+    lines = [f"{run or config or 'this run'}: {len(missing)} of the models this run needs are not on this "
+             f"machine{offline}:", *("  " + line for line in table.splitlines())]
     if local:
         lines.append("fix the local_dir of " + ", ".join(local) + " (or drop it to use the Hugging Face copy)")
     if repos:
@@ -226,12 +226,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         models = required_models(load_extraction_config(args.config, args.overrides))
     if args.command == "list":
+        missing = missing_models(models)
         rows = []
         for m in models:
             where, why = locate(m)
-            rows.append([m.field, m.name, m.repo_id, where or "MISSING", why])
+            rows.append([m.field, m.name, m.repo_id, where or ("MISSING" if m in dict(missing) else "-"), why])
         print(tabulate(rows, headers=["field", "model", "repository", "here", ""]))
-        missing = missing_models(models)
         print(f"\n{len(missing)} missing" + (f"; fetch with: {fetch_command(args.config, args.overrides)}"
                                             if missing else ""))
         return 0
