@@ -2,6 +2,7 @@
 extra rows that SSL pseudo-labels), an encoder given by its folder alone, and the renamed
 describer/transcriber keys."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_fixtures import tiny_clip_dir  # noqa: F401  (session fixture)
+from media_fixtures import face_video
+from model_fixtures import (  # noqa: F401  (session fixtures)
+    tiny_clap_dir,
+    tiny_clip_dir,
+    tiny_qwen25vl_dir,
+    tiny_roberta_dir,
+    tiny_whisper_ct2_dir,
+)
 
 from extraction.config import ENCODER_DEFAULTS, load_extraction_config
 from extraction.manifest import read_sources
@@ -116,3 +124,29 @@ def test_every_shipped_config_and_search_space_uses_todays_keys():
         assert "describer.name" not in text and "transcriber.name" not in text, path
         if path.suffix == ".yaml" and path.parent == CONFIGS:
             assert yaml.safe_load(text)["sources"], path
+
+
+@pytest.mark.slow
+def test_the_example_config_extracts_a_folder_of_videos_end_to_end(tmp_path, tiny_clip_dir, tiny_clap_dir,
+                                                                  tiny_roberta_dir, tiny_whisper_ct2_dir,
+                                                                  tiny_qwen25vl_dir):
+    """The README's command on a folder of clips, every model given as a local folder: the check
+    passes, every stage runs, and the clips land in the unlabelled corpus of a valid store."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    face_video(clips / "interview.mp4", seconds=2)
+    models = {"video_encoder": tiny_clip_dir, "audio_encoder": tiny_clap_dir, "text_encoder": tiny_roberta_dir,
+              "behavior_encoder": tiny_roberta_dir, "transcriber": tiny_whisper_ct2_dir,
+              "describer": tiny_qwen25vl_dir}
+    job = subprocess.run(
+        [sys.executable, "ray_jobs/extract_features.py", "--config", str(CONFIGS / "extract_my_videos.yaml"),
+         f"data_root={clips}", f"output={tmp_path / 'store'}", "frames=4",
+         *(f"{field}.local_dir={path}" for field, path in models.items())],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    splits, problems = validate_store(tmp_path / "store")
+    (store,) = splits
+    assert problems == [] and (store.corpus, len(store)) == ("unlabelled", 1) and store.split in ("train", "dev")
+    assert store.present["video"].all() and store.present["audio"].all() and store.present["behavior"].all()
+    assert all(np.isnan(values).all() for values in store.labels.values())
