@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from scd_core.config import ConfigError, format_errors, deep_merge, parse_overrides
 from scd_core.features.schema import LABEL_RANGES
-from scd_core.tasks import EMO_CLASSES, TASKS, CorpusName, ModalityName, SplitName
+from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS, CorpusName, ModalityName, SplitName
 from scd_core.yaml_io import read_yaml
 
 
@@ -85,7 +85,11 @@ class Columns(_Strict):
 
 
 class Source(_Strict):
-    """One input table (or a folder of videos) for one corpus."""
+    """One input table (or a folder of videos) for one corpus.
+
+    ``corpus: unlabelled`` is for clips of your own without labels: their features serve
+    prediction, or extra training rows that SSL pseudo-labels (``data.train_corpora``).
+    """
 
     corpus: CorpusName
     split: SplitName | None = Field(None, description="the split of every row; or use group_split")
@@ -102,19 +106,47 @@ class Source(_Strict):
             raise ValueError("give exactly one of manifest or videos")
         if (self.split is None) == (self.group_split is None):
             raise ValueError("give exactly one of split or group_split")
+        if CORPORA[self.corpus].task is None and (self.columns.labels or self.columns.emotion):
+            raise ValueError(f"corpus {self.corpus!r} holds clips without labels: drop columns.labels and "
+                             "columns.emotion, or name the corpus whose task the labels are")
         return self
 
 
 class ModelChoice(_Strict):
-    """A model by registry name, Hugging Face id, and an optional local directory (wins)."""
+    """An encoder by registry name, Hugging Face id, and an optional local directory (wins).
+
+    ``name`` may be left out: it is then the field's paper encoder (``ENCODER_DEFAULTS``), so
+    ``video_encoder.local_dir=/models/clip`` alone loads CLIP from that folder.
+    """
 
     name: str
-    model_id: str | None = None
-    local_dir: str | None = None
+    model_id: str | None = Field(None, description="Hugging Face repo id; default: the encoder's paper checkpoint")
+    local_dir: str | None = Field(None, description="a folder holding the model (wins over model_id)")
+
+
+def _old_key(values: object, old: str, message: str) -> object:
+    """Refuse a key an earlier version of the config used, saying what replaces it."""
+    if isinstance(values, dict) and old in values:
+        raise ValueError(message)
+    return values
+
+
+class TranscriberChoice(_Strict):
+    """The speech recogniser, always Whisper Turbo through faster-whisper (``extraction.transcribe``):
+    only where its files come from."""
+
+    model_id: str | None = Field(None, description="a CTranslate2 Whisper repo id; default: Whisper large-v3-turbo")
+    local_dir: str | None = Field(None, description="a CTranslate2 Whisper folder (wins over model_id)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_name(cls, values: object) -> object:
+        return _old_key(values, "name", "transcriber.name is no longer a setting (the transcriber is always "
+                                        "faster-whisper's Whisper): remove it")
 
 
 class DescriberChoice(_Strict):
-    """The behaviour describer: backend (``name``), VLM and prompt (paper Tables 4 and 5).
+    """The behaviour describer: backend, VLM and prompt (paper Tables 4 and 5).
 
     ``vlm`` names an entry of ``extraction.describe.VLMS`` (its checkpoint is the default
     ``model_id``); ``prompt`` one of ``PROMPTS`` (``full``, ``short``, ``zhang2025``,
@@ -122,13 +154,18 @@ class DescriberChoice(_Strict):
     give; ``trust_remote_code`` lets vLLM run code shipped inside the checkpoint repository.
     """
 
-    name: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal["transformers", "vllm"] = "transformers"
     vlm: str = "qwen2.5-vl-3b"
     model_id: str | None = None
     local_dir: str | None = None
     prompt: str = "full"
     prompt_text: str | None = None
     trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: object) -> object:
+        return _old_key(values, "name", "describer.name was renamed describer.backend (transformers or vllm)")
 
     @field_validator("vlm")
     @classmethod
@@ -159,7 +196,7 @@ class StageResources(_Strict):
     """One stage's actor pool: actors, resources per actor, rows per batch."""
 
     concurrency: int = Field(1, ge=1)
-    num_cpus: float = Field(0.25, gt=0, description="logical CPUs per actor; small, so that all seven stages fit a laptop")
+    num_cpus: float = Field(0.25, gt=0, description="logical CPUs per actor; small, so that every stage fits a laptop")
     num_gpus: float = Field(0.0, ge=0)
     batch_size: int = Field(8, ge=1)
 
@@ -169,6 +206,9 @@ STAGES = ("decode", "faces", "video", "audio", "transcribe", "describe", "text",
 # Which kind of encoder each modality takes; behaviour takes either (see ExtractionConfig.behavior_from).
 ENCODER_MODALITIES = {"video_encoder": ("image",), "audio_encoder": ("audio",), "text_encoder": ("text",),
                       "behavior_encoder": ("text", "image")}
+# The paper's encoder of each field (appendix A.5): what an encoder given without a name is.
+ENCODER_DEFAULTS = {"video_encoder": "clip", "audio_encoder": "clap", "text_encoder": "emoroberta",
+                    "behavior_encoder": "emoroberta"}
 
 
 class ExtractionConfig(_Strict):
@@ -180,16 +220,26 @@ class ExtractionConfig(_Strict):
     modalities: list[ModalityName] = ["video", "audio", "text", "behavior"]
     frames: int = Field(30, ge=1, description="frames sampled uniformly per video (paper: 30)")
     max_frame_side: int = Field(640, ge=64, description="frames are downscaled to this longest side")
-    video_encoder: ModelChoice = ModelChoice(name="clip")
-    audio_encoder: ModelChoice = ModelChoice(name="clap")
-    text_encoder: ModelChoice = ModelChoice(name="emoroberta")
-    behavior_encoder: ModelChoice = Field(ModelChoice(name="emoroberta"), description=(
+    video_encoder: ModelChoice = ModelChoice(name=ENCODER_DEFAULTS["video_encoder"])
+    audio_encoder: ModelChoice = ModelChoice(name=ENCODER_DEFAULTS["audio_encoder"])
+    text_encoder: ModelChoice = ModelChoice(name=ENCODER_DEFAULTS["text_encoder"])
+    behavior_encoder: ModelChoice = Field(ModelChoice(name=ENCODER_DEFAULTS["behavior_encoder"]), description=(
         "a text encoder: behaviour from the VLM's description (paper Table 10); an image encoder: "
         "behaviour 'by scene', from the whole frames (Table 11)"))
-    transcriber: ModelChoice = ModelChoice(name="whisper")
+    transcriber: TranscriberChoice = TranscriberChoice()
     describer: DescriberChoice = DescriberChoice()
     device: Literal["cpu", "cuda"] = "cpu"
     resources: dict[str, StageResources] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_names(cls, values: object) -> object:
+        """An encoder given without ``name`` (e.g. only ``local_dir``) is the field's paper encoder."""
+        if isinstance(values, dict):
+            for field, name in ENCODER_DEFAULTS.items():
+                if isinstance(values.get(field), dict) and "name" not in values[field]:
+                    values = {**values, field: {"name": name, **values[field]}}
+        return values
 
     @model_validator(mode="after")
     def _encoders(self) -> "ExtractionConfig":

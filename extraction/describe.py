@@ -50,12 +50,15 @@ Backends:
   ``InternVLProcessor`` writes for a video: ``Frame<i>: <img><IMG_CONTEXT>...</img>`` per
   frame, then the prompt.
 - ``vllm`` (CUDA only; ``pip install -e .[gpu]``): ``LLM.generate`` with one
-  ``{"prompt": ..., "multi_modal_data": {"video": frames}}`` request per clip, frames as a
-  uint8 [T, H, W, 3] array, so the VLM sees a real video (for Qwen2.5-VL, two frames per
-  temporal patch; vLLM assumes its default sampling rate for the temporal positions). vllm
-  is imported when the backend is built; without it the constructor raises ImportError
-  naming the extra. Only the Qwen path has been run; the others follow vLLM's documented
-  ``<video>`` placeholder for InternVL-style models.
+  ``{"prompt": ..., "multi_modal_data": {"video": frames}}`` request per clip
+  (``vllm_request``), frames as a uint8 [T, H, W, 3] array, so the VLM sees a real video
+  (for Qwen2.5-VL, two frames per temporal patch; vLLM assumes its default sampling rate
+  for the temporal positions), decoded greedily (``vllm_sampling``). vllm is imported when
+  the backend is built; without it the constructor raises ImportError naming the extra.
+  vLLM itself has not run on this project's machines (it cannot be installed on them): the
+  request is tested against the transformers backend's inputs for the same clip (same
+  frames, the same text as Qwen2.5-VL's chat template, the same greedy decoding); the
+  other VLMs follow vLLM's documented ``<video>`` placeholder for InternVL-style models.
 
 The two backends therefore do not give identical text for a clip; the manifest records the
 backend in ``info.settings``.
@@ -71,9 +74,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from extraction.encoder_zoo import ModelCodeUnavailable
-from extraction.encoders import ModelInfo, describe_model, resolve_source
-from extraction.types import StageError
+from extraction.encoder_base import ModelInfo, describe_model, resolve_source
+from extraction.types import ModelCodeUnavailable, StageError
 from scd_core.registry import Registry
 
 PROMPT = (
@@ -183,6 +185,38 @@ def fit_frames(frames: np.ndarray, max_pixels: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames])
 
 
+def greedy_generation(max_new_tokens: int) -> dict:
+    """``generate`` settings of the transformers backend: greedy, nothing else. Explicit values,
+    because they override the checkpoint's sampling defaults (do_sample, top_k, top_p,
+    temperature, repetition_penalty 1.05 in Qwen's generation_config.json)."""
+    return {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
+
+
+def vllm_sampling(max_new_tokens: int) -> dict:
+    """``vllm.SamplingParams`` arguments that decode as ``greedy_generation`` does: temperature 0
+    is vLLM's greedy, and an explicit SamplingParams leaves the checkpoint's generation_config
+    (its repetition penalty) out."""
+    return {"max_tokens": max_new_tokens, "temperature": 0.0, "repetition_penalty": 1.0}
+
+
+def vllm_request(frames: np.ndarray, prompt: str, vlm: VLM, chat_template=None) -> dict:
+    """The request ``LLM.generate`` receives for one clip: ``{"prompt": text, "multi_modal_data":
+    {"video": frames}}``, frames uint8 [T, H, W, 3] (``Describer.prepare``'s).
+
+    The text: for Qwen (``vlm.vllm_video`` None), Qwen's chat format written out with one video
+    block (``<|vision_start|><|video_pad|><|vision_end|>``, which vLLM expands to the video's
+    tokens) before the prompt; for the others, ``chat_template(messages)`` (the checkpoint
+    tokenizer's ``apply_chat_template``) over one user turn "<video placeholder>\n<prompt>".
+    """
+    if vlm.vllm_video is None:
+        text = chat_prompt(f"{VISION_START}{VIDEO_PAD}{VISION_END}", prompt)
+    elif chat_template is None:
+        raise ValueError(f"VLM {vlm.name!r}: its vLLM prompt comes from the checkpoint's chat template; pass it")
+    else:
+        text = chat_template([{"role": "user", "content": f"{vlm.vllm_video}\n{prompt}"}])
+    return {"prompt": text, "multi_modal_data": {"video": frames}}
+
+
 class Describer:
     """``describe_batch(list of uint8 [T, H, W, 3]) -> list[str | StageError]``, one per clip.
 
@@ -231,16 +265,28 @@ class Describer:
             raise result
         return result
 
+    def prepare(self, clip: np.ndarray, where: str = "clip") -> np.ndarray:
+        """The frames either backend receives for ``clip`` (uint8 [T, H, W, 3]): ``num_frames``
+        of them, uniformly spaced, downscaled to ``max_pixels`` -> uint8 [t, h, w, 3]."""
+        clip = np.asarray(clip)
+        if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
+            raise ValueError(f"{where}: expected uint8 frames [T, H, W, 3], got {clip.dtype} {clip.shape}")
+        return fit_frames(sample_frames(clip, self.num_frames), self.max_pixels) if len(clip) else clip
+
+    def requests(self, clips: list[np.ndarray]):
+        """What the backend's model receives for ``clips`` (each uint8 [T, H, W, 3], non-empty):
+        transformers, one tokenised batch (``input_ids``, ``attention_mask``, ``pixel_values``,
+        ``image_grid_thw`` ...); vLLM, one ``vllm_request`` per clip."""
+        return self._backend.requests([self.prepare(c, f"clip {i}") for i, c in enumerate(clips)], self.prompt)
+
     def describe_batch(self, clips: list[np.ndarray]) -> list[str | StageError]:
         results: list[str | StageError] = []
         ready = []
         for i, clip in enumerate(clips):
-            clip = np.asarray(clip)
-            if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
-                raise ValueError(f"clip {i}: expected uint8 frames [T, H, W, 3], got {clip.dtype} {clip.shape}")
+            frames = self.prepare(clip, f"clip {i}")
             results.append(StageError("describe", "no frames"))
-            if len(clip):
-                ready.append((i, fit_frames(sample_frames(clip, self.num_frames), self.max_pixels)))
+            if len(frames):
+                ready.append((i, frames))
         # vLLM schedules its own batches: hand it everything at once.
         step = self.batch_size if isinstance(self._backend, _TransformersBackend) else max(len(ready), 1)
         for start in range(0, len(ready), step):
@@ -280,22 +326,19 @@ class _TransformersBackend:
         self.image_processor = AutoImageProcessor.from_pretrained(source, backend="pil")
         self.model = self._load(source, dtype).to(device).eval()
         self.device = device
-        # Greedy and nothing else: explicit values override the checkpoint's sampling defaults
-        # (do_sample, top_k, top_p, temperature, repetition_penalty 1.05 in Qwen's generation_config.json).
-        self.generate_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                    repetition_penalty=1.0, pad_token_id=self.tokenizer.pad_token_id)
+        self.generate_kwargs = {**greedy_generation(max_new_tokens), "pad_token_id": self.tokenizer.pad_token_id}
 
     def _load(self, source: str, dtype: str):
         raise NotImplementedError
 
-    def _inputs(self, clips: list[np.ndarray], prompt: str) -> dict:
+    def requests(self, clips: list[np.ndarray], prompt: str) -> dict:
         """Tokenised prompts (left-padded) and pixel inputs for a batch of clips."""
         raise NotImplementedError
 
     def generate(self, clips: list[np.ndarray], prompt: str) -> list[str]:
         import torch
 
-        inputs = self._inputs(clips, prompt).to(self.device)
+        inputs = self.requests(clips, prompt).to(self.device)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **self.generate_kwargs)
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -315,7 +358,7 @@ class _QwenBackend(_TransformersBackend):
         self.pass_token_types = "mm_token_type_ids" in inspect.signature(model.forward).parameters
         return model
 
-    def _inputs(self, clips: list[np.ndarray], prompt: str) -> dict:
+    def requests(self, clips: list[np.ndarray], prompt: str) -> dict:
         vision = self.image_processor(images=[frame for clip in clips for frame in clip], return_tensors="pt")
         merged = (vision["image_grid_thw"].prod(dim=-1) // self.image_processor.merge_size**2).tolist()
         texts, first = [], 0
@@ -349,7 +392,7 @@ class _InternVLBackend(_TransformersBackend):
             raise ValueError(f"{source}: the tokenizer's {IMG_CONTEXT} is not the config's image_token_id")
         return model
 
-    def _inputs(self, clips: list[np.ndarray], prompt: str) -> dict:
+    def requests(self, clips: list[np.ndarray], prompt: str) -> dict:
         frames = [frame for clip in clips for frame in clip]
         vision = self.image_processor(images=frames, crop_to_patches=False, return_tensors="pt")
         texts = []
@@ -378,19 +421,17 @@ class _VllmBackend:
         # frame budget with room to spare; the model's own 128k would reserve a huge KV cache.
         self.llm = LLM(model=source, dtype=dtype, max_model_len=8192, limit_mm_per_prompt={"video": 1}, seed=0,
                        trust_remote_code=trust_remote_code)
-        self.params = SamplingParams(max_tokens=max_new_tokens, temperature=0)
+        self.params = SamplingParams(**vllm_sampling(max_new_tokens))
         self.spec = spec
 
-    def _prompt(self, prompt: str) -> str:
-        if self.spec.vllm_video is None:  # Qwen: its chat format written out
-            return chat_prompt(f"{VISION_START}{VIDEO_PAD}{VISION_END}", prompt)
-        messages = [{"role": "user", "content": f"{self.spec.vllm_video}\n{prompt}"}]
-        return self.llm.get_tokenizer().apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def requests(self, clips: list[np.ndarray], prompt: str) -> list[dict]:
+        def template(messages: list[dict]) -> str:
+            return self.llm.get_tokenizer().apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+        return [vllm_request(clip, prompt, self.spec, template) for clip in clips]
 
     def generate(self, clips: list[np.ndarray], prompt: str) -> list[str]:
-        text = self._prompt(prompt)
-        requests = [{"prompt": text, "multi_modal_data": {"video": clip}} for clip in clips]
-        outputs = self.llm.generate(requests, sampling_params=self.params, use_tqdm=False)
+        outputs = self.llm.generate(self.requests(clips, prompt), sampling_params=self.params, use_tqdm=False)
         return [output.outputs[0].text for output in outputs]
 
 

@@ -34,7 +34,8 @@ Text and behaviour "by text" (Tables 9 and 10), all token states at non-padding 
 - ``emodistilroberta``: j-hartmann/emotion-english-distilroberta-base, D = 768;
 - ``jina_v3``, ``jina_v4``: jinaai/jina-embeddings-v3 / -v4 (custom Hub code): resolve, cannot run.
 
-(``clip``, ``clap``, ``roberta``, ``emoroberta`` and ``minilm`` are in ``extraction.encoders``.)
+(``clip``, ``clap``, ``roberta``, ``emoroberta`` and ``minilm`` are in ``extraction.encoders``, which
+imports this module: use ``extraction.encoders.ENCODERS`` / ``build_encoder``.)
 
 The encoders that cannot run raise ``ModelCodeUnavailable`` from their constructor, naming
 what is missing and how to obtain it: they exist so that a config naming a paper row fails
@@ -53,22 +54,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from extraction.encoders import (
+from extraction.encoder_base import (
     ENCODERS,
     Encoder,
     ModelInfo,
     TransformerTextEncoder,
-    _batches,
-    _check_images,
+    batches,
+    check_images,
     describe_model,
     load_pretrained,
 )
 from extraction.media import resample
-from extraction.types import StageError
-
-
-class ModelCodeUnavailable(RuntimeError):
-    """A registered model needs code this platform cannot load; the message says how to get it."""
+from extraction.types import ModelCodeUnavailable, StageError
 
 
 # --------------------------------------------------------------------------- image
@@ -109,9 +106,9 @@ class HFImageEncoder(Encoder):
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        images = _check_images(images)
+        images = check_images(images)
         embeddings = []
-        for batch in _batches(list(images), self.batch_size):
+        for batch in batches(list(images), self.batch_size):
             pixels = self.processor(images=batch, input_data_format="channels_last", return_tensors="pt")
             with torch.inference_mode():
                 out = self.model(pixel_values=pixels["pixel_values"].to(self.device))
@@ -162,6 +159,7 @@ class EmotiEffLibEncoder(Encoder):
     name = "emotiefflib"
     modality = "image"
     default_id = "enet_b0_8_best_vgaf"
+    files_from = "EmotiEffLib downloads <model_id>.onnx into ~/.emotiefflib on first use"
 
     def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 32) -> None:
@@ -188,9 +186,9 @@ class EmotiEffLibEncoder(Encoder):
                               {"output": "extract_features", "engine": "onnx"})
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
-        images = _check_images(images)
+        images = check_images(images)
         return np.concatenate([np.asarray(self.recognizer.extract_features(list(batch)), dtype=np.float32)
-                               for batch in _batches(list(images), self.batch_size)])
+                               for batch in batches(list(images), self.batch_size)])
 
 
 # --------------------------------------------------------------------------- audio
@@ -218,7 +216,7 @@ class WindowedAudioEncoder(Encoder):
             raise StageError("audio", "empty audio")
         wave = resample(wave, rate, self.rate)
         windows = [wave[i : i + self.window] for i in range(0, len(wave), self.window)]
-        groups = _batches(windows[:-1], self.batch_size) + [windows[-1:]]
+        groups = batches(windows[:-1], self.batch_size) + [windows[-1:]]
         steps = [sequence for group in groups if group for sequence in self._encode_windows(group)]
         steps = [s for s in steps if len(s)]
         if not steps:
@@ -453,6 +451,7 @@ class UnavailableEncoder(Encoder):
 
     missing: ClassVar[str]
     remedy: ClassVar[str]
+    files_from = "nowhere on this platform: the encoder cannot run here (its error says how to add it)"
 
     def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 1) -> None:

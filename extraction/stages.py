@@ -196,7 +196,7 @@ class Describe(_Stage):
         from extraction.describe import Describer
 
         choice = cfg.describer
-        self.model = Describer(backend=choice.name, vlm=choice.vlm, model_id=choice.model_id,
+        self.model = Describer(backend=choice.backend, vlm=choice.vlm, model_id=choice.model_id,
                                local_dir=choice.local_dir, prompt=choice.prompt_wording(),
                                trust_remote_code=choice.trust_remote_code, device=cfg.device)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extraction.encoders import ModelInfo, describe_model, resolve_source
+from extraction.encoder_base import ModelInfo, describe_model, resolve_source
 from extraction.media import resample
 from extraction.types import StageError
 

@@ -21,6 +21,10 @@ class StageError(Exception):
         self.reason = reason
 
 
+class ModelCodeUnavailable(RuntimeError):
+    """A registered model needs code this platform cannot load; the message says how to get it."""
+
+
 @dataclass
 class Clip:
     """A decoded video.

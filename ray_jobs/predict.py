@@ -11,7 +11,9 @@ columns as in extraction). The extraction stages are the ones the model's traini
 was built with (recorded in the checkpoint); ``--config`` (an extraction YAML) and
 ``key=value`` overrides say where models live and what runs where (``local_dir``,
 ``device``, ``resources.<stage>``, ``resources.predict`` for the model stage). A run whose
-extractors differ from the recorded ones stops before any work unless ``--allow-mismatch``.
+extractors differ from the recorded ones stops before any work unless ``--allow-mismatch``;
+so does one whose models are not on this machine (one message naming them and the command
+that fetches them; ``--skip-model-check`` when only the Ray workers have them).
 Writes OUTPUT/predictions.parquet and .csv (one row per video); a rerun skips videos
 already predicted.
 """
@@ -30,7 +32,14 @@ import yaml  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from extraction.manifest import ManifestError  # noqa: E402
-from extraction.predict import PREDICTIONS, PredictError, PredictionSummary, run_prediction  # noqa: E402
+from extraction.models import ModelsMissing  # noqa: E402
+from extraction.predict import (  # noqa: E402
+    PREDICTIONS,
+    PredictError,
+    PredictionSummary,
+    check_prediction_models,
+    run_prediction,
+)
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained  # noqa: E402
 from scd_core.config import deep_merge, parse_overrides  # noqa: E402
 from scd_core.tasks import PT_TRAITS  # noqa: E402
@@ -79,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="predict even when the extractors differ from the training ones (warns in every row)")
     parser.add_argument("--tracking-uri", help="for --model: default $MLFLOW_TRACKING_URI or the local store")
     parser.add_argument("--address", help="Ray cluster (default: $RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--skip-model-check", action="store_true",
+                        help="start even when models are missing here (the Ray workers have their own copies)")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
-    return explained(lambda: run(args), args.debug, (*USER_ERRORS, yaml.YAMLError, PredictError, ManifestError))
+    return explained(lambda: run(args), args.debug,
+                     (*USER_ERRORS, yaml.YAMLError, PredictError, ManifestError, ModelsMissing))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         from tuning.tracking import Tracking
 
         checkpoint = fetch_model(args.model, Tracking.resolve(args.tracking_uri))
+    if not args.skip_model_check:
+        check_prediction_models(checkpoint, inputs, args.output, values)
     start_ray(args.address)
     summary = run_prediction(checkpoint, inputs, args.output, values, args.allow_mismatch)
     print(summarize(summary, args.output))

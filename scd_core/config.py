@@ -66,6 +66,14 @@ class DataConfig(_Section):
     def _corpora(cls, v: list[str]) -> list[str]:
         return _unique_nonempty(v, "training corpus")
 
+    @field_validator("zero_shot_corpora")
+    @classmethod
+    def _scored_corpora(cls, v: list[str]) -> list[str]:
+        if "unlabelled" in v:
+            raise ValueError("the unlabelled corpus has no labels to score; list it in data.train_corpora "
+                             "(extra rows for SSL) or predict it with ray_jobs/predict.py")
+        return v
+
     @field_validator("modalities")
     @classmethod
     def _modalities(cls, v: list[str]) -> list[str]:

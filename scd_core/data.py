@@ -81,7 +81,8 @@ def load_training_data(cfg: ExperimentConfig, root: str | Path, device: torch.de
     """Load the config's corpora from the feature store at ``root``."""
     manifest = _read_manifest(cfg, root)
     for corpus in cfg.data.train_corpora:
-        for split in ("train", "dev"):
+        # A corpus without labels (your own clips) trains SSL only: it has nothing to score on dev.
+        for split in ("train", "dev") if CORPORA[corpus].task is not None else ("train",):
             if split not in manifest.corpora.get(corpus, {}):
                 raise FeatureStoreError(f"{root}: training corpus {corpus!r} has no {split} split")
     trained_tasks = {CORPORA[c].task for c in cfg.data.train_corpora}

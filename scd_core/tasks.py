@@ -10,7 +10,7 @@ from typing import Literal
 
 TaskName = Literal["emo", "pt", "ah"]
 ModalityName = Literal["video", "audio", "text", "behavior"]
-CorpusName = Literal["mosei", "fiv2", "bah", "meld"]
+CorpusName = Literal["mosei", "fiv2", "bah", "meld", "unlabelled"]
 SplitName = Literal["train", "dev", "test"]
 
 EMO_CLASSES = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
@@ -44,10 +44,12 @@ LABEL_COLUMNS: tuple[str, ...] = tuple(c for t in TASK_NAMES for c in TASKS[t].l
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """A corpus labels exactly one task; ``trains`` is False for test-only corpora (MELD)."""
+    """A corpus labels exactly one task, or none (``task`` None: clips of your own, whose rows
+    are predicted, or pseudo-labelled by SSL as extra training rows, never scored);
+    ``trains`` is False for test-only corpora (MELD)."""
 
     name: CorpusName
-    task: TaskName
+    task: TaskName | None
     trains: bool
     emo_single_label: bool = False  # MELD: one emotion per sample, evaluated with MF1/WF1/UAR
 
@@ -57,6 +59,7 @@ CORPORA: dict[str, CorpusSpec] = {
     "fiv2": CorpusSpec("fiv2", "pt", trains=True),
     "bah": CorpusSpec("bah", "ah", trains=True),
     "meld": CorpusSpec("meld", "emo", trains=False, emo_single_label=True),
+    "unlabelled": CorpusSpec("unlabelled", None, trains=True),
 }
 
 MODALITIES: tuple[ModalityName, ...] = ("video", "audio", "text", "behavior")

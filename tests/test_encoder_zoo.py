@@ -7,6 +7,7 @@ message that says what is missing. Also: behaviour "by scene" in the pipeline's 
 config's validation of encoder, VLM and prompt choices, and ``search_spaces/encoders.yaml``.
 """
 
+import ast
 import json
 import re
 import shutil
@@ -25,11 +26,10 @@ from extraction.describe import (
     Describer,
     resolve_prompt,
 )
-from extraction.encoder_zoo import ModelCodeUnavailable
 from extraction.encoders import ENCODERS, build_encoder
 from extraction.pipeline import modality_infos, plan_stages
 from extraction.stages import SceneFeatures, TextFeatures, from_bytes, to_bytes
-from extraction.types import StageError, functionals
+from extraction.types import ModelCodeUnavailable, StageError, functionals
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "scd-mmpsr-paper.txt"
 ROOT = Path(__file__).resolve().parents[1]
@@ -602,3 +602,20 @@ def test_encoders_space_loads_and_names_one_store_per_table_row():
         assert name in ENCODERS, name
     for name in re.findall(r"describer\.vlm=([\w.-]+)", text):
         assert name in VLMS, name
+
+
+def test_the_encoder_modules_import_one_way():
+    """encoders -> encoder_zoo -> encoder_base, never back; describe and transcribe need only the
+    base (no cycle that works by import order, and no zoo loaded for one exception)."""
+    imports = {}
+    for name in ("encoder_base", "encoder_zoo", "encoders", "describe", "transcribe"):
+        tree = ast.parse((ROOT / "extraction" / f"{name}.py").read_text())
+        found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        found |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and node.module == "extraction" for a in node.names}
+        imports[name] = {m.removeprefix("extraction.") for m in found if m.startswith("extraction.")}
+    assert imports["encoder_base"] <= {"types"}
+    assert "encoders" not in imports["encoder_zoo"] and "encoder_base" in imports["encoder_zoo"]
+    assert {"encoder_zoo", "encoder_base"} <= imports["encoders"]
+    for name in ("describe", "transcribe"):
+        assert not imports[name] & {"encoders", "encoder_zoo"}, name

@@ -24,7 +24,8 @@ from model_fixtures import (  # noqa: F401  (session fixtures)
 )
 
 from extraction.describe import PROMPT, SHORT_PROMPT, Describer, chat_prompt, fit_frames, sample_frames
-from extraction.encoders import ENCODERS, build_encoder, fingerprint, packaged_minilm
+from extraction.encoder_base import fingerprint
+from extraction.encoders import ENCODERS, build_encoder, packaged_minilm
 from extraction.media import resample
 from extraction.transcribe import Transcriber
 from extraction.types import StageError, functionals

@@ -61,8 +61,8 @@ def config(tmp_path, manifest, media, dirs, **extra) -> ExtractionConfig:
         "video_encoder": {"name": "clip", "local_dir": str(clip)},
         "audio_encoder": {"name": "clap", "local_dir": str(clap)},
         "text_encoder": text, "behavior_encoder": text,
-        "transcriber": {"name": "whisper", "local_dir": str(whisper)},
-        "describer": {"name": "transformers", "local_dir": str(qwen)},
+        "transcriber": {"local_dir": str(whisper)},
+        "describer": {"backend": "transformers", "local_dir": str(qwen)},
         **extra,
     })
 

@@ -4,6 +4,7 @@ random models of the real classes (CLIP, CLAP, MCDM)."""
 
 import json
 import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -16,8 +17,15 @@ from model_fixtures import tiny_clap_dir, tiny_clip_dir  # noqa: F401  (session 
 from test_cluster import ENV, RAY, ROOT, head  # noqa: F401  (the loopback Ray head fixture)
 
 from extraction.config import ExtractionConfig
+from extraction.encoders import ENCODERS
 from extraction.pipeline import modality_info
-from extraction.predict import PREDICTIONS, configured_modalities, predict_config, setting_differences
+from extraction.predict import (
+    PREDICTIONS,
+    configured_modalities,
+    extractor_differences,
+    predict_config,
+    setting_differences,
+)
 from ray_jobs import predict as predict_job
 from scd_core.checkpoint import ModelSpec, build_model, load_spec, save_checkpoint
 from scd_core.config import build_config
@@ -158,7 +166,7 @@ def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_pa
     transcriber (not the extracting machine's model folders); a changed prompt is named."""
     extracted = ExtractionConfig.model_validate({
         "sources": [{"corpus": "mosei", "split": "train", "videos": "."}], "modalities": ["text", "behavior"],
-        "transcriber": {"name": "whisper", "local_dir": "/elsewhere/whisper"},
+        "transcriber": {"local_dir": "/elsewhere/whisper"},
         "describer": {"vlm": "internvl2.5-4b", "prompt": "short", "local_dir": "/elsewhere/internvl"}})
     roberta = {"name": "emoroberta", "model_id": "michellejieli/emotion_text_classifier", "revision": "abc",
                "fingerprint": "f" * 16, "dim": 64, "settings": {"max_length": 64}}
@@ -173,6 +181,51 @@ def test_the_recorded_vlm_prompt_and_transcriber_are_rebuilt_and_compared(tmp_pa
     assert setting_differences(spec, cfg) == []
     changed = predict_config(spec, [str(tmp_path)], tmp_path / "out", {"describer": {"prompt": "full"}})
     assert setting_differences(spec, changed) == ["describer.prompt: trained with 'short', here 'full'"]
+
+
+def test_models_missing_here_are_named_before_any_work(checkpoint, videos, tmp_path):
+    """The checkpoint's CLIP and CLAP on a fresh machine without network: one message naming
+    both, with the command that fetches them by repository; Ray never starts."""
+    env = {**ENV, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "empty_hf"), "HF_HUB_OFFLINE": "1"}
+    job = subprocess.run([sys.executable, "ray_jobs/predict.py", "--checkpoint", str(checkpoint), str(videos),
+                          "--output", str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert job.returncode == 2, job.stderr[-2000:]
+    repos = [ENCODERS.get("clip").default_id, ENCODERS.get("clap").default_id]
+    assert f"\nerror: predicting with {checkpoint}: 2 of the models" in job.stderr, job.stderr
+    named = {line.split()[0]: line.split()[1] for line in job.stderr.splitlines() if line.startswith("  ")}
+    assert {k: named[k] for k in ("video_encoder", "audio_encoder")} == dict(zip(("video_encoder", "audio_encoder"),
+                                                                               repos)), job.stderr
+    assert f"  python -m extraction.models fetch --repo {repos[0]} --repo {repos[1]}\n" in job.stderr
+    assert "Traceback" not in job.stderr and "Started a local Ray instance" not in job.stdout + job.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_store_written_with_the_old_describer_and_transcriber_keys_is_read_under_the_new_ones(tmp_path):
+    """Stores written before describer.name became describer.backend (and transcriber.name was
+    dropped) record the old keys: they rebuild and compare like new ones."""
+    extracted = ExtractionConfig.model_validate({
+        "sources": [{"corpus": "mosei", "split": "train", "videos": "."}], "modalities": ["text", "behavior"],
+        "describer": {"backend": "vllm", "prompt": "short"}})
+    roberta = {"name": "emoroberta", "model_id": "michellejieli/emotion_text_classifier", "revision": "abc",
+               "fingerprint": "f" * 16, "dim": 64, "settings": {"max_length": 64}}
+    today = {m: modality_info(extracted, m, roberta) for m in ("text", "behavior")}
+    old = {}
+    for m, info in today.items():
+        settings = dict(info.settings)
+        if "transcriber" in settings:
+            settings["transcriber"] = {"name": "whisper", **settings["transcriber"]}
+        if "describer" in settings:
+            describer = dict(settings["describer"])
+            settings["describer"] = {"name": describer.pop("backend"), **describer}
+        old[m] = replace(info, settings=settings)
+    assert old["behavior"].settings["describer"]["name"] == "vllm" and "name" in old["text"].settings["transcriber"]
+    cfg = build_config({**SMALL, "data": {"modalities": ["text", "behavior"]}})
+    spec = ModelSpec(cfg, {"text": 64, "behavior": 64}, ["emo", "pt", "ah"], old)
+    rebuilt = predict_config(spec, [str(tmp_path)], tmp_path / "out")
+    assert (rebuilt.describer.backend, rebuilt.describer.prompt) == ("vllm", "short")
+    assert setting_differences(spec, rebuilt) == []
+    assert extractor_differences(spec, today) == ([], [])
 
 
 def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_dir, tiny_clap_dir, head):

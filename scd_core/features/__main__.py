@@ -17,6 +17,8 @@ from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS
 def _label_summary(arrays: SplitArrays) -> str:
     """One short description of the corpus's own labels."""
     task = CORPORA[arrays.corpus].task
+    if task is None:
+        return "unlabelled"
     values = np.stack([arrays.labels[c] for c in TASKS[task].label_columns], axis=1)
     values = values[~np.isnan(values).any(axis=1)]
     if len(values) == 0:
@@ -35,9 +37,9 @@ def _split_rows(splits: list[SplitArrays]) -> list[list]:
     rows = []
     for a in splits:
         task = CORPORA[a.corpus].task
-        labelled = int((~np.isnan(a.labels[TASKS[task].label_columns[0]])).sum())
+        labelled = int((~np.isnan(a.labels[TASKS[task].label_columns[0]])).sum()) if task else 0
         missing = ", ".join(f"{m} {int((~p).sum())}" for m, p in a.present.items() if (~p).any()) or "-"
-        rows.append([a.corpus, a.split, len(a), task, labelled, missing, _label_summary(a)])
+        rows.append([a.corpus, a.split, len(a), task or "-", labelled, missing, _label_summary(a)])
     return rows
 
 
@@ -78,7 +80,7 @@ def summary(root: str) -> int:
         for split, n in splits.items():
             path = split_path(root, corpus, split)
             on_disk = pq.ParquetFile(path).metadata.num_rows if path.exists() else "missing"
-            rows.append([corpus, split, CORPORA[corpus].task, n, on_disk])
+            rows.append([corpus, split, CORPORA[corpus].task or "-", n, on_disk])
     print(tabulate(rows, headers=["corpus", "split", "task", "rows (manifest)", "rows (file)"]))
     return 0
 
