@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from media_fixtures import face_video
 from model_fixtures import (  # noqa: F401  (session fixtures)
     tiny_clap_dir,
