@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (tuning/local_ray.py); Ray reads this when it is imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+# Fixtures of every test module: tiny models of the real classes (session-wide), a Ray head.
+pytest_plugins = ["model_fixtures", "cluster_fixtures"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

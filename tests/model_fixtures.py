@@ -1,8 +1,8 @@
 """Tiny randomly initialised models of the real classes, saved to disk for ``local_dir`` loading.
 
-Import from tests: ``from model_fixtures import tiny_clip_dir, ...`` (session fixtures: each
-model is built once per test session, in a few seconds at most) or call the ``build_*``
-functions directly. Every builder writes exactly what the matching loader in ``extraction``
+Its session fixtures (``tiny_clip_dir``, ...) reach every test through ``pytest_plugins`` in
+``tests/conftest.py``: each model is built once per test session, in a few seconds at most.
+Or call the ``build_*`` functions directly. Every builder writes exactly what the matching loader in ``extraction``
 reads, in the format of the real Hugging Face checkpoint, and nothing is downloaded.
 
 Tokenizers are trained in-process with the ``tokenizers`` library on a few sentences
@@ -39,7 +39,7 @@ QWEN_SPECIAL = [
 ]
 
 
-def _bpe(special: list[str], vocab_size: int = 400) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def train_bpe(special: list[str], vocab_size: int = 400) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE trained on ``_CORPUS``: (vocab, merges), special tokens first."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -56,7 +56,7 @@ def _bpe(special: list[str], vocab_size: int = 400) -> tuple[dict[str, int], lis
     return tok.get_vocab(), merges
 
 
-def _seed() -> None:
+def reset_seed() -> None:
     import torch
 
     torch.manual_seed(0)
@@ -67,7 +67,7 @@ def build_tiny_clip(path: Path) -> Path:
     from transformers import CLIPConfig, CLIPModel
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    _seed()
+    reset_seed()
     config = CLIPConfig(
         text_config=dict(vocab_size=99, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=2,
@@ -89,7 +89,7 @@ def build_tiny_clap(path: Path) -> Path:
     """
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
 
-    _seed()
+    reset_seed()
     config = ClapConfig(
         text_config=dict(vocab_size=400, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, max_position_embeddings=34),
@@ -101,7 +101,7 @@ def build_tiny_clap(path: Path) -> Path:
     ClapModel(config).save_pretrained(path)
     extractor = ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=480, max_length_s=2,
                                      fft_window_size=1024, truncation="fusion", padding="repeatpad")
-    vocab, merges = _bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    vocab, merges = train_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     tokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(path)
     return path
@@ -111,8 +111,8 @@ def build_tiny_roberta(path: Path) -> Path:
     """A 7-class ``RobertaForSequenceClassification`` (the format of EmoRoBERTa) + tokenizer."""
     from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizer
 
-    _seed()
-    vocab, merges = _bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    reset_seed()
+    vocab, merges = train_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     tokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
     config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, max_position_embeddings=66, num_labels=7,
@@ -136,8 +136,8 @@ def build_tiny_qwen25vl(path: Path) -> Path:
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    _seed()
-    vocab, merges = _bpe(QWEN_SPECIAL)
+    reset_seed()
+    vocab, merges = train_bpe(QWEN_SPECIAL)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
@@ -192,8 +192,8 @@ def build_tiny_whisper_ct2(path: Path) -> Path:
     )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    _seed()
-    vocab, merges = _bpe([])
+    reset_seed()
+    vocab, merges = train_bpe([])
     fillers = [""] + [f"<|filler{i}|>" for i in range(WHISPER_EOT - len(vocab) - 1)]
     vocab.update({token: len(vocab) + i for i, token in enumerate(fillers)})
     languages = [f"<|{code}|>" for code in list(LANGUAGES)[:WHISPER_LANGUAGES]]
@@ -228,37 +228,29 @@ def build_tiny_whisper_ct2(path: Path) -> Path:
     return path / "ct2"
 
 
-# Session fixtures. The cache is module-level, not pytest's: a fixture imported into several
-# test modules is registered once per module, and each registration would build again.
-_BUILT: dict[str, Path] = {}
-
-
-def _once(name: str, builder, factory: pytest.TempPathFactory) -> Path:
-    if name not in _BUILT:
-        _BUILT[name] = builder(factory.mktemp(f"tiny-{name}"))
-    return _BUILT[name]
+# Session fixtures (registered for every test module by tests/conftest.py's pytest_plugins).
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _once("clip", build_tiny_clip, tmp_path_factory)
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="session")
 def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _once("clap", build_tiny_clap, tmp_path_factory)
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap"))
 
 
 @pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _once("roberta", build_tiny_roberta, tmp_path_factory)
+    return build_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"))
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen25vl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _once("qwen25vl", build_tiny_qwen25vl, tmp_path_factory)
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny-qwen25vl"))
 
 
 @pytest.fixture(scope="session")
 def tiny_whisper_ct2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _once("whisper", build_tiny_whisper_ct2, tmp_path_factory)
+    return build_tiny_whisper_ct2(tmp_path_factory.mktemp("tiny-whisper"))

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-from model_fixtures import tiny_qwen25vl_dir  # noqa: F401  (session fixture)
 
 from extraction.describe import (
     IMAGE_PAD,

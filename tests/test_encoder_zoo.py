@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import _bpe, _seed, tiny_clap_dir, tiny_roberta_dir  # noqa: F401  (session fixtures)
+
+from model_fixtures import reset_seed, train_bpe
 
 from extraction.config import ExtractionConfig, load_extraction_config
 from extraction.describe import (
@@ -75,7 +76,7 @@ def _config(directory: Path) -> dict:
 def _roberta_tokenizer(max_length: int):
     from transformers import RobertaTokenizer
 
-    vocab, merges = _bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    vocab, merges = train_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     tokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
     tokenizer.model_max_length = max_length
     return tokenizer
@@ -86,7 +87,7 @@ def build_tiny_vit(path: Path) -> Path:
     from transformers import ViTConfig, ViTForImageClassification
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-    _seed()
+    reset_seed()
     config = ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
                        intermediate_size=48, num_labels=7)
     ViTForImageClassification(config).save_pretrained(path)
@@ -101,7 +102,7 @@ def build_tiny_resnet(path: Path) -> Path:
         ConvNextImageProcessorPil,
     )
 
-    _seed()
+    reset_seed()
     config = ResNetConfig(embedding_size=8, hidden_sizes=[16, 24], depths=[1, 1], layer_type="bottleneck",
                           num_labels=5)
     ResNetForImageClassification(config).save_pretrained(path)
@@ -114,7 +115,7 @@ def build_tiny_dinov2(path: Path) -> Path:
     from transformers import Dinov2Config, Dinov2Model
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
-    _seed()
+    reset_seed()
     config = Dinov2Config(image_size=28, patch_size=7, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
                           mlp_ratio=2)
     Dinov2Model(config).save_pretrained(path)
@@ -133,7 +134,7 @@ def build_tiny_wav2vec2(path: Path, emotion: bool) -> Path:
         Wav2Vec2ForSequenceClassification,
     )
 
-    _seed()
+    reset_seed()
     config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                             conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
                             vocab_size=12, num_labels=3,
@@ -151,7 +152,7 @@ def build_tiny_whisper(path: Path) -> Path:
         WhisperForConditionalGeneration,
     )
 
-    _seed()
+    reset_seed()
     config = WhisperConfig(vocab_size=64, num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
                            decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=32,
@@ -165,7 +166,7 @@ def build_tiny_ast(path: Path) -> Path:
     """An ``ASTForAudioClassification`` on 16 mel bins x 64 frames (0.64 s): a 1 x 5 patch grid."""
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-    _seed()
+    reset_seed()
     config = ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                        num_mel_bins=16, max_length=64, num_labels=4)
     ASTForAudioClassification(config).save_pretrained(path)
@@ -177,8 +178,8 @@ def build_tiny_clip_text(path: Path) -> Path:
     """A ``CLIPModel`` with a CLIP tokenizer (BPE trained in-process), 32 text positions."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    _seed()
-    vocab, merges = _bpe(["<|startoftext|>", "<|endoftext|>"])
+    reset_seed()
+    vocab, merges = train_bpe(["<|startoftext|>", "<|endoftext|>"])
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
     tokenizer.model_max_length = 32
     config = CLIPConfig(
@@ -198,7 +199,7 @@ def build_tiny_bge(path: Path) -> Path:
     """A ``BertModel`` with pooler (the format of BAAI/bge-large-en) and a WordPiece tokenizer."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    _seed()
+    reset_seed()
     words = sorted({w for line in ["the person looks calm and focused while talking", "she smiles he nods"]
                     for w in line.split()})
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -219,7 +220,7 @@ def build_tiny_xlm_roberta(path: Path) -> Path:
         XLMRobertaTokenizer,
     )
 
-    _seed()
+    reset_seed()
     pieces = ["▁the", "▁person", "▁looks", "▁calm", "▁she", "▁smiles", "▁"] + list("abcdefghijklmnopqrstuvwxyz")
     tokenizer = XLMRobertaTokenizer(vocab=[("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0),
                                            *[(p, -1.0 - i) for i, p in enumerate(pieces)], ("<mask>", 0.0)])
@@ -252,8 +253,8 @@ def build_tiny_internvl(path: Path) -> Path:
         GotOcr2ImageProcessorPil,
     )
 
-    _seed()
-    vocab, merges = _bpe(INTERNVL_SPECIAL)
+    reset_seed()
+    vocab, merges = train_bpe(INTERNVL_SPECIAL)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.add_special_tokens({"additional_special_tokens": INTERNVL_SPECIAL})
     tokenizer.chat_template = CHATML
@@ -276,9 +277,6 @@ def build_tiny_internvl(path: Path) -> Path:
     return path
 
 
-_BUILT: dict[str, Path] = {}
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """``tiny(name)``: the directory of a tiny model, built on first use in this module."""
@@ -287,11 +285,12 @@ def tiny(tmp_path_factory):
                 "emowav2vec2": lambda p: build_tiny_wav2vec2(p, emotion=True),
                 "whisper": build_tiny_whisper, "ast": build_tiny_ast, "clip_text": build_tiny_clip_text,
                 "bge": build_tiny_bge, "xlm_roberta": build_tiny_xlm_roberta, "internvl": build_tiny_internvl}
+    built: dict[str, Path] = {}
 
     def get(name: str) -> Path:
-        if name not in _BUILT:
-            _BUILT[name] = builders[name](tmp_path_factory.mktemp(f"tiny-{name}"))
-        return _BUILT[name]
+        if name not in built:
+            built[name] = builders[name](tmp_path_factory.mktemp(f"tiny-{name}"))
+        return built[name]
 
     return get
 

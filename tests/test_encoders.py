@@ -15,13 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media_fixtures import speech
-from model_fixtures import (  # noqa: F401  (session fixtures)
-    tiny_clap_dir,
-    tiny_clip_dir,
-    tiny_qwen25vl_dir,
-    tiny_roberta_dir,
-    tiny_whisper_ct2_dir,
-)
 
 from extraction.describe import PROMPT, SHORT_PROMPT, Describer, chat_prompt, fit_frames, sample_frames
 from extraction.encoder_base import fingerprint

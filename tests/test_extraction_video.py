@@ -9,13 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 from media_fixtures import face_video, noface_video, truncated, zero_bytes
-from model_fixtures import (  # noqa: F401  (session fixtures)
-    tiny_clap_dir,
-    tiny_clip_dir,
-    tiny_qwen25vl_dir,
-    tiny_roberta_dir,
-    tiny_whisper_ct2_dir,
-)
 
 from extraction.config import ExtractionConfig
 from extraction.pipeline import ERRORS, run_extraction

@@ -9,13 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from model_fixtures import (  # noqa: F401  (session fixtures)
-    tiny_clap_dir,
-    tiny_clip_dir,
-    tiny_qwen25vl_dir,
-    tiny_roberta_dir,
-    tiny_whisper_ct2_dir,
-)
 
 from extraction.config import load_extraction_config
 from extraction.describe import VLMS

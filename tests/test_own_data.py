@@ -12,13 +12,6 @@ import numpy as np
 import pytest
 import torch
 from media_fixtures import face_video
-from model_fixtures import (  # noqa: F401  (session fixtures)
-    tiny_clap_dir,
-    tiny_clip_dir,
-    tiny_qwen25vl_dir,
-    tiny_roberta_dir,
-    tiny_whisper_ct2_dir,
-)
 
 from extraction.config import ENCODER_DEFAULTS, load_extraction_config
 from extraction.manifest import read_sources

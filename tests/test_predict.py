@@ -13,8 +13,7 @@ import pytest
 import ray
 import yaml
 from media_fixtures import face_image, face_video, fit, noface_video, speech, truncated, write_video, zero_bytes
-from model_fixtures import tiny_clap_dir, tiny_clip_dir  # noqa: F401  (session fixtures)
-from test_cluster import ENV, RAY, ROOT, head  # noqa: F401  (the loopback Ray head fixture)
+from cluster_fixtures import ENV, RAY, ROOT
 
 from extraction.config import ExtractionConfig
 from extraction.encoders import ENCODERS

@@ -6,9 +6,9 @@ import json
 import pytest
 import ray
 import yaml
+from test_reliability import entry_point, one_line_error
 
 from scd_core.checkpoint import load_spec
-from tests.test_reliability import entry_point, one_line_error
 from tuning.sweep import SweepSettings
 
 
