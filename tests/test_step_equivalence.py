@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from step_reference import ReferenceStep
 
 from scd_core.config import load_config
 from scd_core.trainer import Trainer, load_training_data
-from step_reference import ReferenceStep
 
 # SGD: Adam divides by the gradient's own scale, so on parameters whose gradient is zero up to
 # rounding (the key bias of attention) it turns rounding noise into full-size steps.
@@ -22,7 +22,7 @@ def data(demo_store):
 
 
 def trainer_step(trainer, batch, rows, epoch, step) -> dict[str, float]:
-    return {k: v.item() for k, v in trainer.train_step(batch, rows, epoch, step).items()}
+    return trainer.train_step(batch, rows, epoch, step).host()
 
 
 VARIANTS = {
