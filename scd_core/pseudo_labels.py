@@ -185,7 +185,11 @@ class PseudoLabeler:
             target = sharpen(torch.stack([1 - source, source], dim=-1), self.cfg.temperature)[..., 1]
         else:
             target = high.to(p.dtype)
-        return masked_mean(F.binary_cross_entropy(p.clamp(_EPS, 1 - _EPS), target, reduction="none"), keep)
+        # F.binary_cross_entropy's formula without its range check, which a NaN row (a diverged
+        # model, caught per epoch) fails: an error on the CPU, a device-side assert on CUDA.
+        p = p.clamp(_EPS, 1 - _EPS)
+        bce = -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
+        return masked_mean(bce, keep)
 
     def _class_thresholds(self, task: str) -> Tensor:
         """[C] thresholds: tau for every class, or FlexMatch's tau * M(beta_c)."""

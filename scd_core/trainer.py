@@ -290,7 +290,9 @@ class Trainer:
         """
         ssl_active = self._ssl_active(epoch)
         if self.cuda_graph:
-            losses = self.static_step(ssl_active, capture=True)(rows)
+            static = self.static_step(ssl_active, capture=True)
+            losses = static(rows)
+            self.cuda_graph = static.capture  # a failed capture warned once: eager from now on
         else:
             batch = self.data.train.index(rows, with_ids=False) if batch is None else batch
             losses = self._device_step(batch, rows, None, ssl_active)
