@@ -295,7 +295,8 @@ class Trainer:
             self.cuda_graph = static.capture  # a failed capture warned once: eager from now on
         else:
             batch = self.data.train.index(rows, with_ids=False) if batch is None else batch
-            losses = self._device_step(batch, rows, None, ssl_active)
+            # On the CPU reading a flag costs nothing: skip the trunk passes of absent components.
+            losses = self._device_step(batch, rows, None, ssl_active, fixed_work=self.device.type != "cpu")
         self.optimizer.step()
         if self.teacher is not None:
             self.teacher.update(self.model)
@@ -308,14 +309,17 @@ class Trainer:
         if self._static is None or self._static[0] != ssl_active:
             # One at a time: a capture points every parameter's .grad at its own graph's memory.
             def step(rows: Tensor, valid: Tensor) -> StepLosses:
-                return self._device_step(self.data.train.index(rows, with_ids=False), rows, valid, ssl_active)
+                return self._device_step(self.data.train.index(rows, with_ids=False), rows, valid, ssl_active,
+                                         fixed_work=True)
 
             self._static = (ssl_active, StaticStep(step, self.cfg.optim.batch_size, self.device, capture))
         return self._static[1]
 
-    def _device_step(self, batch: CorpusTensors, rows: Tensor, valid: Tensor | None, ssl_active: bool) -> StepLosses:
-        """Gradients in ``.grad``, the GradNorm update and the epoch's sums, all on the device."""
-        components, total, norms = self._gradients(batch, rows, valid, ssl_active)
+    def _device_step(self, batch: CorpusTensors, rows: Tensor, valid: Tensor | None, ssl_active: bool,
+                     fixed_work: bool = True) -> StepLosses:
+        """Gradients in ``.grad``, the GradNorm update and the epoch's sums, all on the device;
+        ``fixed_work=False`` lets the GradNorm passes read presence flags (see ``_trunk_backward``)."""
+        components, total, norms = self._gradients(batch, rows, valid, ssl_active, fixed_work)
         if norms is not None:
             for branch, gn in self.gradnorm.items():
                 if gn is not None and branch in components:
@@ -340,13 +344,14 @@ class Trainer:
         detached losses of the present components (``<branch>_<task>``) and ``total``, and
         their unweighted gradient norms w.r.t. the shared parameters (None without GradNorm).
         """
-        components, total, norms = self._gradients(batch, rows, None, self._ssl_active(epoch))
+        components, total, norms = self._gradients(batch, rows, None, self._ssl_active(epoch), fixed_work=False)
         flat = {f"{b}_{t}": c for b, parts in components.items() for t, c in parts.items()}
         present = [n for n, c in flat.items() if bool(c.present)]
         losses = {**{n: flat[n].loss.detach() for n in present}, "total": total.detach()}
         return losses, None if norms is None else {n: float(norms[n]) for n in present}
 
-    def _gradients(self, batch: CorpusTensors, rows: Tensor, valid: Tensor | None, ssl_active: bool):
+    def _gradients(self, batch: CorpusTensors, rows: Tensor, valid: Tensor | None, ssl_active: bool,
+                   fixed_work: bool):
         """Forward, every component (fixed shapes, presence flags) and the gradients of the total.
 
         Returns ``({branch: {task: Component}}, total, norms)``, norms being the unweighted
@@ -371,10 +376,12 @@ class Trainer:
                     for i, t in enumerate(self.tasks))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # task branches only, when GradNorm cut them from the trunk
-        norms = self._trunk_backward(state, branch_inputs, components, weights, batch.label_mask) if gradnorm else None
+        norms = (self._trunk_backward(state, branch_inputs, components, weights, batch.label_mask, fixed_work)
+                 if gradnorm else None)
         return components, total, norms
 
-    def _trunk_backward(self, state, branch_inputs, components, weights, label_mask) -> dict[str, Tensor]:
+    def _trunk_backward(self, state, branch_inputs, components, weights, label_mask,
+                        fixed_work: bool) -> dict[str, Tensor]:
         """Shared-parameter gradients of the total loss, and the six GradNorm norms, in six
         backward passes through the trunk alone.
 
@@ -388,13 +395,18 @@ class Trainer:
         only the pseudo-label one. Dividing by the weight gives each component's own
         gradient at the trunk; one backward pass of it through the trunk gives
         dL_c/d theta_shared, its norm, and (weighted and summed) the total's gradient.
-        Every component takes its pass, an absent one with a zero gradient (fixed work per step).
+        With ``fixed_work`` every component takes its pass, an absent one with a zero gradient
+        (no host read: what a CUDA graph captures); else an absent one is skipped (norm 0),
+        which reads its presence flag on the host.
         """
         shared = self.shared
         total_grads: list[Tensor | None] = [None] * len(shared)
         norms = {}
         for branch, losses in components.items():
             for i, task in enumerate(losses):
+                if not fixed_work and not bool(losses[task].present):
+                    norms[f"{branch}_{task}"] = state.z.new_zeros(())
+                    continue
                 rows = label_mask[task] if branch == "sup" else ~label_mask[task]
                 weight = weights[branch][i]
                 scale = rows.to(state.z.dtype)[:, None, None] / weight
@@ -412,7 +424,7 @@ class Trainer:
                 )
                 for j, g in enumerate(grads):
                     if g is not None:  # g is a fresh tensor from autograd.grad: safe to scale in place
-                        total_grads[j] = g.mul_(weight) if total_grads[j] is None else total_grads[j].add_(g.mul_(weight))
+                        total_grads[j] = g.mul_(weight) if total_grads[j] is None else total_grads[j].addcmul_(g, weight)
         for param, grad in zip(shared, total_grads):
             param.grad = grad
         return norms
