@@ -123,19 +123,24 @@ def share(n: int, args: argparse.Namespace, root: Path, window: float) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", args.device,
                "--features", str(root), "--go", str(go), "--window", str(window), *(a for s in args.set for a in ("--set", s))]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
-    for p in procs:  # every process warmed up before the clock starts
-        for line in p.stdout:
-            if line.startswith("READY"):
-                break
-        else:
-            raise RuntimeError(f"a worker of the {n}-process run exited before it was ready (exit code {p.wait()})")
-    go.write_text(repr(time.perf_counter()))
-    results = []
-    for p in procs:
-        out, _ = p.communicate()
-        if p.returncode:
-            raise RuntimeError(f"a worker of the {n}-process run failed with exit code {p.returncode}")
-        results.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
+    try:
+        for p in procs:  # every process warmed up before the clock starts
+            for line in p.stdout:
+                if line.startswith("READY"):
+                    break
+            else:
+                raise RuntimeError(f"a worker of the {n}-process run exited before it was ready (exit code {p.wait()})")
+        go.write_text(repr(time.perf_counter()))
+        results = []
+        for p in procs:
+            out, _ = p.communicate()
+            if p.returncode:
+                raise RuntimeError(f"a worker of the {n}-process run failed with exit code {p.returncode}")
+            results.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
+    finally:
+        for p in procs:  # no worker outlives a failed run
+            if p.poll() is None:
+                p.kill()
     per_process = []
     for r in results:
         end = r["start"] + r["window"]
