@@ -550,15 +550,5 @@ class Trainer:
         return state["epoch"] + 1
 
 
-__all__ = [
-    "METRICS",
-    "EpochReport",
-    "FitResult",
-    "NonFiniteLossError",
-    "StepLosses",
-    "Trainer",
-    "TrainingData",
-    "load_eval_splits",
-    "load_training_data",
-    "resolve_device",
-]
+__all__ = ["EpochReport", "FitResult", "METRICS", "NonFiniteLossError", "Trainer", "TrainingData",
+           "load_eval_splits", "load_training_data", "resolve_device"]
