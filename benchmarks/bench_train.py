@@ -22,10 +22,21 @@ from pathlib import Path
 import torch
 
 from scd_core.batching import epoch_batches
-from scd_core.config import load_config
+from scd_core.config import ExperimentConfig, load_config
 from scd_core.synthetic import ensure_store
 from scd_core.data import load_training_data
 from scd_core.trainer import Trainer
+
+
+def paper_store(features: str | None, preset: str = "paper") -> Path:
+    """The store at ``features``, else the synthetic ``preset`` (corpora sized like the paper's)
+    generated into a fresh temporary directory."""
+    return Path(features) if features else ensure_store(Path(tempfile.mkdtemp()) / preset, preset)
+
+
+def bench_config(device: str, batch_size: int, *overrides: str) -> ExperimentConfig:
+    """The paper's best configuration (the config defaults) at ``batch_size`` on ``device``."""
+    return load_config(None, [f"optim.batch_size={batch_size}", f"device={device}", *overrides])
 
 
 def step_times(trainer: Trainer, batches: torch.Tensor, sync) -> list[float]:
@@ -34,7 +45,7 @@ def step_times(trainer: Trainer, batches: torch.Tensor, sync) -> list[float]:
         batch = trainer.data.train.index(idx, with_ids=False)
         sync()
         tic = time.perf_counter()
-        trainer.train_step(batch, 0, step)
+        trainer.train_step(batch, idx, 0, step)
         sync()
         times.append(time.perf_counter() - tic)
     return times
@@ -52,10 +63,9 @@ def main() -> None:
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    root = Path(args.features) if args.features else ensure_store(Path(tempfile.mkdtemp()) / "paper", "paper")
-    base = [f"optim.batch_size={args.batch_size}", f"device={args.device}"]
-    cfg_gn = load_config(None, base)
-    cfg_fixed = load_config(None, [*base, "ssl.gradnorm=false"])
+    root = paper_store(args.features)
+    cfg_gn = bench_config(args.device, args.batch_size)
+    cfg_fixed = bench_config(args.device, args.batch_size, "ssl.gradnorm=false")
     data = load_training_data(cfg_gn, root, device)
     trainers = {"gradnorm": Trainer(cfg_gn, data), "fixed": Trainer(cfg_fixed, data)}
     batches = epoch_batches(data.train.corpus_index.cpu(), args.batch_size, torch.Generator().manual_seed(0)).to(device)

@@ -34,7 +34,9 @@ def drop_modalities(mask: Tensor, p: float) -> Tensor:
     emptied = mask.any(dim=1) & ~kept.any(dim=1)
     # A row that lost every modality keeps one of its present ones, chosen uniformly.
     scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
-    rescued = torch.nn.functional.one_hot(scores.argmax(dim=1), mask.shape[1]).bool() & emptied[:, None]
+    # A comparison, not F.one_hot, which checks its input on the host (a device synchronisation).
+    chosen = scores.argmax(dim=1, keepdim=True) == torch.arange(mask.shape[1], device=mask.device)
+    rescued = chosen & emptied[:, None]
     return kept | rescued
 
 

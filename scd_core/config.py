@@ -211,10 +211,18 @@ class ExperimentConfig(_Section):
 
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    cuda_graph: Literal["auto", "on", "off"] = Field(
+        "auto", description="replay the training step as one captured CUDA graph (scd_core.static_step): "
+                            "auto = on when the device is CUDA; on = required (an error elsewhere); off = eager")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     ssl: SSLConfig = SSLConfig()
     optim: OptimConfig = OptimConfig()
+
+    @field_validator("cuda_graph", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML reads on/off as booleans
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict with the YAML spelling of every key (``ssl.lambda``)."""

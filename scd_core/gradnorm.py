@@ -15,7 +15,8 @@ One update, over the components t present in the batch (paper Eq. 16-19):
 
 Because w_t is a positive scalar, G_t = w_t * n_t exactly, and with the target detached
 the weight gradient is analytic: dL_gn/dw_t = sign(G_t - G_bar * r_t^alpha) * n_t.
-So no autograd graph over the weights is needed and the update runs on Python floats.
+So no autograd graph over the weights is needed: the update is a handful of elementwise
+ops on [T] tensors, which stay on the training device (no host synchronisation per step).
 
 Which source each choice follows:
 - L1 GradNorm loss, detached target (G_bar included), r_t with the ratio to L_t(0),
@@ -39,10 +40,10 @@ which depends on which parameters count as shared (all non-task parameters in th
 code, the last shared layer in Chen et al.). When lr * n_t is comparable to w_t, the L1
 subgradient makes the weights jump between the floor and the budget every other step.
 
-Two layers: :meth:`GradNorm.update` takes unweighted losses and unweighted norms n_t as
-floats (a trainer may compute the norms any cheaper way, e.g. all six components of both
-branches in one call of :func:`gradient_norms`); :meth:`GradNorm.step` computes the norms
-with :func:`gradient_norms` and calls :meth:`GradNorm.update`.
+Three layers: :meth:`GradNorm.update_tensors` takes unweighted losses and norms n_t as
+device tensors with a presence mask (the trainer's step); :meth:`GradNorm.update` takes them
+as floats; :meth:`GradNorm.step` computes the norms with :func:`gradient_norms` and calls
+:meth:`GradNorm.update`.
 """
 
 from __future__ import annotations
@@ -105,7 +106,13 @@ def gradient_norms(
 
 
 class GradNorm:
-    """GradNorm weights of one branch; see the module docstring for the equations."""
+    """GradNorm weights of one branch; see the module docstring for the equations.
+
+    The state lives in float64 tensors on ``device`` (weights [T], L_t(0) [T] with NaN for
+    "not yet"), so that a training step updates it without reading anything back to the host
+    (:meth:`update_tensors`, which a CUDA graph can capture). ``weights`` and
+    ``initial_losses`` read it back as dicts (a device synchronisation: once per epoch).
+    """
 
     def __init__(
         self,
@@ -114,6 +121,7 @@ class GradNorm:
         lr: float,
         budget: float,
         w_floor: float = 1e-3,
+        device: torch.device | str | None = None,
     ) -> None:
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"names must be non-empty and unique, got {names!r}")
@@ -124,12 +132,25 @@ class GradNorm:
         self.lr = float(lr)
         self.budget = float(budget)
         self.w_floor = float(w_floor)
+        self.weight_tensor = torch.empty(len(names), dtype=torch.float64, device=device)
+        self.initial_tensor = torch.full((len(names),), math.nan, dtype=torch.float64, device=device)
         self.reset_weights()
-        self.initial_losses: dict[str, float | None] = {n: None for n in names}
 
     def reset_weights(self) -> None:
         """Equal shares of the budget (the start; also the paper's A.8 rebalance)."""
-        self.weights: dict[str, float] = {n: self.budget / len(self.names) for n in self.names}
+        self.weight_tensor.fill_(self.budget / len(self.names))  # in place: a captured step holds this tensor
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.names, self.weight_tensor.tolist()))
+
+    @weights.setter
+    def weights(self, values: Mapping[str, float]) -> None:
+        self.weight_tensor.copy_(torch.tensor([float(values[n]) for n in self.names], dtype=torch.float64))
+
+    @property
+    def initial_losses(self) -> dict[str, float | None]:
+        return {n: None if math.isnan(v) else v for n, v in zip(self.names, self.initial_tensor.tolist())}
 
     def step(
         self, losses: Mapping[str, torch.Tensor], shared: Sequence[torch.Tensor]
@@ -148,7 +169,7 @@ class GradNorm:
     def update(
         self, losses: Mapping[str, float], grad_norms: Mapping[str, float]
     ) -> dict[str, float]:
-        """One weight update from unweighted losses L_t and unweighted norms n_t.
+        """One weight update from unweighted losses L_t and unweighted norms n_t (floats).
 
         A component is used only if it is in both mappings, both values are finite, the
         loss is >= 0 and L_t(0) is known (captured here from its first positive value).
@@ -156,65 +177,63 @@ class GradNorm:
         """
         self._check_names(losses)
         self._check_names(grad_norms)
-        present: list[str] = []
-        for name in self.names:
-            loss, norm = losses.get(name), grad_norms.get(name)
-            if loss is None or norm is None:
-                continue
-            loss, norm = float(loss), float(norm)
-            if not (math.isfinite(loss) and math.isfinite(norm) and loss >= 0.0):
-                continue
-            if self.initial_losses[name] is None and loss > 0.0:
-                self.initial_losses[name] = loss
-            if self.initial_losses[name] is not None:
-                present.append(name)
-        if not present:
-            return dict(self.weights)
+        given = [n in losses and n in grad_norms for n in self.names]
+        device = self.weight_tensor.device
 
-        w = self.weights
-        ratio = {t: float(losses[t]) / self.initial_losses[t] for t in present}
-        mean_ratio = sum(ratio.values()) / len(present)
-        g = {t: w[t] * float(grad_norms[t]) for t in present}
-        g_bar = sum(g.values()) / len(present)
-        stepped = {}
-        for t in present:
-            # All losses at 0: no relative progress to compare, so r_t = 1.
-            r = ratio[t] / mean_ratio if mean_ratio > 0.0 else 1.0
-            target = g_bar * r**self.alpha
-            # d|w_t n_t - target| / dw_t with the target constant (0 at the kink).
-            grad_w = _sign(g[t] - target) * float(grad_norms[t])
-            stepped[t] = max(self.w_floor, w[t] - self.lr * grad_w)
+        def column(mapping: Mapping[str, float]) -> torch.Tensor:
+            return torch.tensor([float(mapping[n]) if ok else math.nan for n, ok in zip(self.names, given)],
+                                dtype=torch.float64, device=device)
 
-        # Present components get back the mass they held, so absent weights are unchanged
-        # and the total stays at the budget.
-        mass = self.budget - sum(w[n] for n in self.names if n not in stepped)
-        total = sum(stepped.values())
-        for t in present:
-            w[t] = mass * stepped[t] / total
-        return dict(w)
+        self.update_tensors(column(losses), column(grad_norms), torch.tensor(given, device=device))
+        return self.weights
+
+    def update_tensors(self, losses: torch.Tensor, grad_norms: torch.Tensor, present: torch.Tensor) -> None:
+        """:meth:`update` on the device without a host synchronisation, for a training step.
+
+        losses, grad_norms: [T] float in ``names`` order; present: [T] bool, False = absent
+        (its values are ignored, NaN included). Updates the state tensors in place.
+        """
+        loss, norm = losses.to(torch.float64), grad_norms.to(torch.float64)
+        valid = present & torch.isfinite(loss) & torch.isfinite(norm) & (loss >= 0.0)
+        initial = self.initial_tensor
+        initial.copy_(torch.where(valid & torch.isnan(initial) & (loss > 0.0), loss, initial))
+        used = valid & ~torch.isnan(initial)
+        count = used.sum().clamp_min(1)
+        zero = torch.zeros_like(loss)
+        w = self.weight_tensor
+        ratio = torch.where(used, loss / initial, zero)
+        mean_ratio = ratio.sum() / count
+        g = torch.where(used, w * norm, zero)
+        g_bar = g.sum() / count
+        # All losses at 0: no relative progress to compare, so r_t = 1.
+        r = torch.where(mean_ratio > 0.0, ratio / mean_ratio, torch.ones_like(ratio))
+        target = g_bar * r.pow(self.alpha)
+        # d|w_t n_t - target| / dw_t with the target constant (0 at the kink).
+        grad_w = torch.sign(g - target) * torch.where(used, norm, zero)
+        stepped = torch.where(used, (w - self.lr * grad_w).clamp_min(self.w_floor), zero)
+        # Used components get back the mass they held, so the others keep their weight and
+        # the total stays at the budget (nothing used: every weight stays).
+        mass = self.budget - torch.where(used, zero, w).sum()
+        w.copy_(torch.where(used, mass * stepped / stepped.sum().clamp_min(self.w_floor), w))
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (lists of floats, None for a missing L_t(0))."""
+        initial = self.initial_losses
         return {
             "names": list(self.names),
-            "weights": [self.weights[n] for n in self.names],
-            "initial_losses": [self.initial_losses[n] for n in self.names],
+            "weights": self.weight_tensor.tolist(),
+            "initial_losses": [initial[n] for n in self.names],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore weights and L_t(0); hyperparameters come from the constructor."""
         if list(state["names"]) != list(self.names):
             raise ValueError(f"state is for names {state['names']!r}, not {list(self.names)!r}")
-        self.weights = {n: float(v) for n, v in zip(self.names, state["weights"])}
-        self.initial_losses = {
-            n: None if v is None else float(v) for n, v in zip(self.names, state["initial_losses"])
-        }
+        self.weights = dict(zip(self.names, state["weights"]))
+        self.initial_tensor.copy_(torch.tensor([math.nan if v is None else float(v) for v in state["initial_losses"]],
+                                               dtype=torch.float64))
 
     def _check_names(self, mapping: Mapping[str, Any]) -> None:
         unknown = set(mapping) - set(self.names)
         if unknown:
             raise KeyError(f"unknown components {sorted(unknown)}; known: {list(self.names)}")
-
-
-def _sign(x: float) -> float:
-    return float((x > 0.0) - (x < 0.0))

@@ -3,13 +3,21 @@ losses are in ``scd_core.pseudo_labels``.
 
 Model outputs (``scd_core.model``): ``emo`` and ``ah`` are logits [B, C]; ``pt`` is a score
 in [0, 1] per trait [B, 5] (Eq. 13). Every loss is a mean over the rows it is computed on; a
-task with no labelled row in the batch is absent from the returned dict, never a zero.
+task with no labelled row in the batch is absent, never a zero.
+
+The training step uses the fixed-shape form (:func:`masked_supervised_losses`): every task's
+loss is computed over the whole batch with its rows selected by a mask, and returned with a
+``present`` flag on the device, so that no shape depends on the data and nothing is read back
+to the host (a CUDA graph can capture it). :func:`supervised_losses` is the same on the host:
+only the present tasks.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal, NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -17,10 +25,60 @@ EmoTarget = Literal["distribution", "argmax"]
 _EPS = 1e-6
 
 
-def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """CE with a soft target: mean_b( -sum_c q_bc log softmax(z_b)_c ), q = target / sum(target)."""
+class Component(NamedTuple):
+    """One loss component on the device: ``loss`` 0-d (0 when absent), ``present`` 0-d bool."""
+
+    loss: Tensor
+    present: Tensor
+
+
+def soft_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """CE with a soft target: -sum_c q_bc log softmax(z_b)_c, q = target / sum(target);
+    its mean over the rows, or per row [B] with ``reduction="none"``."""
     q = target / target.sum(dim=1, keepdim=True).clamp_min(_EPS)
-    return -(q * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    per_row = -(q * F.log_softmax(logits, dim=1)).sum(dim=1)
+    return per_row if reduction == "none" else per_row.mean()
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Component:
+    """Mean of ``values`` where ``mask`` (same shape, bool) holds, with fixed shapes.
+
+    Values outside the mask never reach the mean (``where``, not a product, so a non-finite
+    value there cannot either); no selected entry gives loss 0 and ``present`` False.
+    """
+    count = mask.sum()
+    total = torch.where(mask, values, 0.0).sum()
+    return Component(total / count.clamp_min(1), count > 0)
+
+
+def masked_supervised_losses(
+    outputs: Mapping[str, Tensor],
+    labels: Mapping[str, Tensor],
+    label_mask: Mapping[str, Tensor],
+    emo_target: EmoTarget = "distribution",
+    valid: Tensor | None = None,
+) -> dict[str, Component]:
+    """Per task, on its labelled rows: EMO CE (soft target), PT MAE, AH CE; every task present
+    in the dict, its ``present`` flag on the device.
+
+    ``valid`` [B] bool: False marks padding rows (a static-size batch), which count nowhere.
+    ``emo_target="distribution"`` follows the paper/DESIGN.md (CE against the normalised
+    label distribution); ``"argmax"`` follows the authors' public code (CE on the argmax
+    of the 7-class distribution).
+    """
+    losses = {}
+    for task, out in outputs.items():
+        rows = label_mask[task] if valid is None else label_mask[task] & valid
+        target = labels[task]  # zeros on unlabelled rows (CorpusTensors): finite everywhere
+        if task == "emo":
+            per_row = (soft_cross_entropy(out, target, reduction="none") if emo_target == "distribution"
+                       else F.cross_entropy(out, target.argmax(dim=1), reduction="none"))
+            losses[task] = masked_mean(per_row, rows)
+        elif task == "pt":
+            losses[task] = masked_mean((out - target).abs(), rows[:, None].expand_as(out))
+        else:
+            losses[task] = masked_mean(F.cross_entropy(out, target, reduction="none"), rows)
+    return losses
 
 
 def supervised_losses(
@@ -29,25 +87,10 @@ def supervised_losses(
     label_mask: Mapping[str, Tensor],
     emo_target: EmoTarget = "distribution",
 ) -> dict[str, Tensor]:
-    """Per task, on its labelled rows: EMO CE (soft target), PT MAE, AH CE.
+    """:func:`masked_supervised_losses` of the present tasks only (reads the flags on the host)."""
+    masked = masked_supervised_losses(outputs, labels, label_mask, emo_target)
+    return {t: c.loss for t, c in masked.items() if bool(c.present)}
 
-    ``emo_target="distribution"`` follows the paper/DESIGN.md (CE against the normalised
-    label distribution); ``"argmax"`` follows the authors' public code (CE on the argmax
-    of the 7-class distribution).
-    """
-    losses = {}
-    for task, out in outputs.items():
-        rows = label_mask[task]
-        if not bool(rows.any()):
-            continue
-        pred, target = out[rows], labels[task][rows]
-        if task == "emo":
-            losses[task] = (
-                soft_cross_entropy(pred, target) if emo_target == "distribution"
-                else F.cross_entropy(pred, target.argmax(dim=1))
-            )
-        elif task == "pt":
-            losses[task] = (pred - target).abs().mean()
-        else:
-            losses[task] = F.cross_entropy(pred, target)
-    return losses
+
+__all__ = ["Component", "EmoTarget", "masked_mean", "masked_supervised_losses", "soft_cross_entropy",
+           "supervised_losses"]

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from scd_core.config import SSLConfig
 from scd_core.features import CorpusTensors
-from scd_core.losses import soft_cross_entropy
+from scd_core.losses import Component, masked_mean, soft_cross_entropy
 from scd_core.tasks import AH_CLASSES, EMO_CLASSES, PT_TRAITS
 
 CLASSES = {"emo": EMO_CLASSES, "ah": AH_CLASSES}
@@ -54,6 +54,11 @@ _EPS = 1e-6
 def sharpen(q: Tensor, temperature: float) -> Tensor:
     """``q^(1/T) / sum_c q_c^(1/T)`` over the last dimension (MixMatch's sharpening), in log space."""
     return F.softmax(torch.log(q.clamp_min(_EPS)) / temperature, dim=-1)
+
+
+def _one_hot(label: Tensor, classes: int) -> Tensor:
+    """[B] -> [B, C] bool; a comparison, since ``F.one_hot`` checks its input on the host."""
+    return label[:, None] == torch.arange(classes, device=label.device)
 
 
 def label_prior(train: CorpusTensors, task: str) -> Tensor:
@@ -84,14 +89,15 @@ class EMATeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
-        for teacher, param in zip(self.model.parameters(), student.parameters()):
-            teacher.lerp_(param, 1.0 - self.decay)
+        # One multi-tensor kernel instead of one per parameter (kernel launches bound a GPU step).
+        torch._foreach_lerp_(list(self.model.parameters()), list(student.parameters()), 1.0 - self.decay)
         for teacher, buffer in zip(self.model.buffers(), student.buffers()):
             teacher.copy_(buffer)
 
     @torch.no_grad()
     def forward(self, features: Mapping[str, Tensor], modality_mask: Tensor) -> dict[str, Tensor]:
-        return self.model(features, modality_mask)
+        # Training rows only, checked when loaded: no host-side check inside a training step.
+        return self.model(features, modality_mask, validate=False)
 
 
 class PseudoLabeler:
@@ -99,6 +105,9 @@ class PseudoLabeler:
 
     ``train`` is the run's whole training set: FlexMatch remembers a class per row (indexed by
     the batch's row indices) and distribution alignment starts from the labelled prior.
+    Every step runs with fixed shapes and without reading anything back to the host
+    (:meth:`masked_losses`); the state and the diagnostics are updated in place, so a
+    captured CUDA graph keeps writing to the same tensors.
     """
 
     def __init__(self, cfg: SSLConfig, tasks: Sequence[str], train: CorpusTensors) -> None:
@@ -108,69 +117,79 @@ class PseudoLabeler:
         classified = [t for t in self.tasks if t in CLASSES]
         device = train.device
         self.unlabelled = {t: int((~train.label_mask[t]).sum()) for t in classified}
-        self.memory = ({t: torch.full((len(train),), -1, dtype=torch.long, device=device) for t in classified}
-                       if cfg.class_balance == "flexmatch" else {})
+        # One slot past the rows: the rows that write nothing in a step write there (fixed shapes).
+        self._memory = ({t: torch.full((len(train) + 1,), -1, dtype=torch.long, device=device) for t in classified}
+                        if cfg.class_balance == "flexmatch" else {})
+        self.memory = {t: m[:-1] for t, m in self._memory.items()}
         self.prior = {t: label_prior(train, t) for t in classified} if cfg.class_balance == "align" else {}
         self.running = {t: p.clone() for t, p in self.prior.items()}
         self._device = device
-        self._reset_stats()
+        self._stats = self._zero_stats()
 
     # ------------------------------------------------------------------ losses
 
     def losses(self, outputs: Mapping[str, Tensor], targets_from: Mapping[str, Tensor],
                label_mask: Mapping[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
-        """Per task, the pseudo-label loss of ``outputs`` (the student's, with gradients) on the
-        rows without that task's label, with targets from ``targets_from`` (detached here).
+        """:meth:`masked_losses` of the tasks that accepted a pseudo-label (reads the flags on the host)."""
+        masked = self.masked_losses(outputs, targets_from, label_mask, rows)
+        return {t: c.loss for t, c in masked.items() if bool(c.present)}
 
-        ``rows`` [B] are the batch's indices into the training set (FlexMatch's memory).
+    def masked_losses(self, outputs: Mapping[str, Tensor], targets_from: Mapping[str, Tensor],
+                      label_mask: Mapping[str, Tensor], rows: Tensor,
+                      valid: Tensor | None = None) -> dict[str, Component]:
+        """Per task, the pseudo-label loss of ``outputs`` (the student's, with gradients) on the
+        rows without that task's label, with targets from ``targets_from`` (detached here);
+        every task in the dict, with its ``present`` flag on the device.
+
+        ``rows`` [B] are the batch's indices into the training set (FlexMatch's memory);
+        ``valid`` [B] bool marks the real rows of a padded batch (None: all).
         """
         losses = {}
         for task in self.tasks:
-            unlabelled = ~label_mask[task]
-            student, source = outputs[task][unlabelled], targets_from[task].detach()[unlabelled]
+            unlabelled = ~label_mask[task] if valid is None else ~label_mask[task] & valid
+            source = targets_from[task].detach()
             if task == "pt":
-                loss = self._traits(student, source)
+                losses[task] = self._traits(outputs[task], source, unlabelled)
             else:
-                loss = self._classes(task, student, source, rows[unlabelled])
-            if loss is not None:
-                losses[task] = loss
+                losses[task] = self._classes(task, outputs[task], source, rows, unlabelled)
         return losses
 
-    def _classes(self, task: str, logits: Tensor, source: Tensor, rows: Tensor) -> Tensor | None:
+    def _classes(self, task: str, logits: Tensor, source: Tensor, rows: Tensor, unlabelled: Tensor) -> Component:
         q = F.softmax(source, dim=1)
         if task in self.prior:
-            q = self._align(task, q)
+            q = self._align(task, q, unlabelled)
         confidence, label = q.max(dim=1)
-        keep = confidence > self._class_thresholds(task)[label]
-        if task in self.memory:  # after the thresholds: this batch counts from the next step on
-            confident = confidence > self.thresholds[task]
-            self.memory[task][rows[confident]] = label[confident]
+        keep = unlabelled & (confidence > self._class_thresholds(task)[label])
+        if task in self._memory:  # after the thresholds: this batch counts from the next step on
+            memory = self._memory[task]
+            confident = unlabelled & (confidence > self.thresholds[task])
+            memory.scatter_(0, torch.where(confident, rows, len(memory) - 1), label)
         stats = self._stats[task]
         stats["accepted"] += keep.sum()
-        stats["candidates"] += len(keep)
-        stats["classes"] += torch.bincount(label[keep], minlength=len(CLASSES[task]))
-        if not bool(keep.any()):
-            return None
+        stats["candidates"] += unlabelled.sum()
+        stats["classes"] += (_one_hot(label, len(CLASSES[task])) & keep[:, None]).sum(dim=0)
         if self.cfg.pseudo_labels == "soft":
-            return soft_cross_entropy(logits[keep], sharpen(q[keep], self.cfg.temperature))
-        return F.cross_entropy(logits[keep], label[keep])
+            return masked_mean(soft_cross_entropy(logits, sharpen(q, self.cfg.temperature), reduction="none"), keep)
+        return masked_mean(F.cross_entropy(logits, label, reduction="none"), keep)
 
-    def _traits(self, p: Tensor, source: Tensor) -> Tensor | None:
+    def _traits(self, p: Tensor, source: Tensor, unlabelled: Tensor) -> Component:
         tau = self.thresholds["pt"]
-        keep = (source > tau) | (source < 1 - tau)
+        keep = ((source > tau) | (source < 1 - tau)) & unlabelled[:, None]  # [B, 5]
         high = source > 0.5
         stats = self._stats["pt"]
         stats["accepted"] += keep.sum()
-        stats["candidates"] += keep.numel()
+        stats["candidates"] += unlabelled.sum() * source.size(1)
         stats["kept"] += keep.sum(dim=0)
         stats["high"] += (keep & high).sum(dim=0)
-        if not bool(keep.any()):
-            return None
         if self.cfg.pseudo_labels == "soft":
             target = sharpen(torch.stack([1 - source, source], dim=-1), self.cfg.temperature)[..., 1]
         else:
             target = high.to(p.dtype)
-        return F.binary_cross_entropy(p[keep].clamp(_EPS, 1 - _EPS), target[keep])
+        # F.binary_cross_entropy's formula without its range check, which a NaN row (a diverged
+        # model, caught per epoch) fails: an error on the CPU, a device-side assert on CUDA.
+        p = p.clamp(_EPS, 1 - _EPS)
+        bce = -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
+        return masked_mean(bce, keep)
 
     def _class_thresholds(self, task: str) -> Tensor:
         """[C] thresholds: tau for every class, or FlexMatch's tau * M(beta_c)."""
@@ -179,31 +198,37 @@ class PseudoLabeler:
         if task not in self.memory:
             return torch.full((classes,), tau, device=self._device)
         memory = self.memory[task]
-        assigned = memory >= 0
-        sigma = torch.bincount(memory[assigned], minlength=classes).to(torch.float32)
-        unused = float(self.unlabelled[task]) - assigned.sum()  # unlabelled rows with no confident class yet
+        # Counts per class, with "no class yet" (-1) in an extra first bin: fixed shapes, no bincount.
+        sigma = torch.zeros(classes + 1, device=self._device).scatter_add_(
+            0, memory + 1, torch.ones(len(memory), device=self._device))[1:]
+        unused = float(self.unlabelled[task]) - (memory >= 0).sum()  # unlabelled rows with no confident class yet
         beta = sigma / torch.maximum(sigma.max(), unused).clamp_min(1.0)
         return tau * beta / (2.0 - beta)
 
     @torch.no_grad()
-    def _align(self, task: str, q: Tensor) -> Tensor:
-        self.running[task].mul_(ALIGN_MOMENTUM).add_(q.mean(dim=0), alpha=1.0 - ALIGN_MOMENTUM)
-        aligned = q * (self.prior[task] / self.running[task].clamp_min(_EPS))
+    def _align(self, task: str, q: Tensor, unlabelled: Tensor) -> Tensor:
+        weight = unlabelled.to(q.dtype)[:, None]
+        count = weight.sum()
+        mean = (q * weight).sum(dim=0) / count.clamp_min(1.0)  # over the unlabelled rows
+        running = self.running[task]
+        running.copy_(torch.where(count > 0, running * ALIGN_MOMENTUM + (1.0 - ALIGN_MOMENTUM) * mean, running))
+        aligned = q * (self.prior[task] / running.clamp_min(_EPS))
         return aligned / aligned.sum(dim=1, keepdim=True)
 
     # ------------------------------------------------------------------ diagnostics
 
-    def _reset_stats(self) -> None:
+    def _zero_stats(self) -> dict[str, dict[str, Tensor]]:
         def zeros(*shape: int) -> Tensor:
             return torch.zeros(shape, dtype=torch.long, device=self._device)
 
-        self._stats: dict[str, dict[str, Tensor]] = {}
+        stats: dict[str, dict[str, Tensor]] = {}
         for task in self.tasks:
-            self._stats[task] = {"accepted": zeros(), "candidates": zeros()}
+            stats[task] = {"accepted": zeros(), "candidates": zeros()}
             if task == "pt":
-                self._stats[task].update(kept=zeros(len(PT_TRAITS)), high=zeros(len(PT_TRAITS)))
+                stats[task].update(kept=zeros(len(PT_TRAITS)), high=zeros(len(PT_TRAITS)))
             else:
-                self._stats[task]["classes"] = zeros(len(CLASSES[task]))
+                stats[task]["classes"] = zeros(len(CLASSES[task]))
+        return stats
 
     def epoch_stats(self) -> tuple[dict[str, float], dict[str, float]]:
         """(acceptance per task, pseudo-label shares) since the last call; resets the counters.
@@ -212,18 +237,20 @@ class PseudoLabeler:
         ``pt_<trait>_high`` = share of the accepted entries of a trait pushed to 1. NaN where
         nothing was accepted.
         """
-        host = {t: {k: v.cpu() for k, v in s.items()} for t, s in self._stats.items()}  # once per epoch
-        self._reset_stats()
+        host = {t: {k: v.tolist() for k, v in s.items()} for t, s in self._stats.items()}  # once per epoch
+        for counters in self._stats.values():
+            for counter in counters.values():
+                counter.zero_()  # in place: a captured step keeps adding to these tensors
         nan = float("nan")
         acceptance, shares = {}, {}
         for task, s in host.items():
-            accepted, candidates = int(s["accepted"]), int(s["candidates"])
+            accepted, candidates = s["accepted"], s["candidates"]
             acceptance[task] = accepted / candidates if candidates else nan
             if task == "pt":
-                for trait, kept, high in zip(PT_TRAITS, s["kept"].tolist(), s["high"].tolist()):
+                for trait, kept, high in zip(PT_TRAITS, s["kept"], s["high"]):
                     shares[f"pt_{trait}_high"] = high / kept if kept else nan
             else:
-                for name, count in zip(CLASSES[task], s["classes"].tolist()):
+                for name, count in zip(CLASSES[task], s["classes"]):
                     shares[f"{task}_{name}"] = count / accepted if accepted else nan
         return acceptance, shares
 

@@ -5,6 +5,10 @@ losses on each task's labelled rows and pseudo-label losses on the other rows
 (``scd_core.losses``) -> one backward pass of ``sum(w * L)`` with the weights detached,
 whose per-task gradients at the shared trunk also give the six GradNorm norms
 (``Trainer._trunk_backward``) -> the two ``GradNorm`` branches update -> optimiser step.
+That step keeps every shape fixed (masks are weights, not indices) and reads nothing back to
+the host: losses, GradNorm state and pseudo-label statistics stay on the device and are read
+once per epoch, so on CUDA the step is captured whole as one graph (``cuda_graph``,
+``scd_core.static_step``).
 
 Model selection uses dev splits only (``scd_core.evaluation.dev_score``). Every epoch
 ends with an ``EpochReport`` handed to ``on_epoch`` (the tuning job reports it to Ray Tune
@@ -27,15 +31,16 @@ from torch import Tensor
 from scd_core.augment import drop_modalities
 from scd_core.batching import epoch_batches
 from scd_core.checkpoint import ModelSpec, build_model, load_training_state, load_training_tensors, save_checkpoint
-from scd_core.config import ExperimentConfig
+from scd_core.config import ConfigError, ExperimentConfig
 from scd_core.data import TrainingData
 from scd_core.evaluation import METRICS, dev_score, evaluate
 from scd_core.features import CorpusTensors
 from scd_core.gradnorm import GradNorm
-from scd_core.losses import supervised_losses
+from scd_core.losses import Component, masked_supervised_losses
 from scd_core.model import SharedState
 from scd_core.optim import build_optimizer, build_scheduler, steps_per_batch
 from scd_core.pseudo_labels import EMATeacher, PseudoLabeler
+from scd_core.static_step import StaticStep
 
 BRANCHES = ("sup", "ssl")
 
@@ -79,6 +84,60 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+@dataclass
+class StepLosses:
+    """One step's losses on the device: ``values`` [K] float in ``names`` order (components
+    ``<branch>_<task>``, then ``total``); ``present`` [K] bool, False where the batch had no row
+    for the component (its value is then 0). Overwritten by the next step of a captured run."""
+
+    names: tuple[str, ...]
+    values: Tensor
+    present: Tensor
+
+    def host(self) -> dict[str, float]:
+        """The present components and the total as floats (one device synchronisation)."""
+        return {n: v for n, v, p in zip(self.names, self.values.tolist(), self.present.tolist()) if p}
+
+
+class _EpochSums:
+    """Running sums of an epoch's losses and its first non-finite step, kept on the device
+    (updated in place, so a captured step keeps writing to them) and read once per epoch."""
+
+    def __init__(self, names: tuple[str, ...], device: torch.device) -> None:
+        self.names = names
+        k = len(names)
+        self.sums = torch.zeros(k, device=device)
+        self.counts = torch.zeros(k, dtype=torch.long, device=device)
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_values = torch.zeros(k, device=device)
+        self.bad_present = torch.zeros(k, dtype=torch.bool, device=device)
+
+    def reset(self) -> None:
+        for t in (self.sums, self.counts, self.step, self.bad_values, self.bad_present):
+            t.zero_()
+        self.bad_step.fill_(-1)
+
+    def add(self, losses: StepLosses) -> None:
+        values, present = losses.values.detach(), losses.present
+        first_bad = (present & ~torch.isfinite(values)).any() & (self.bad_step < 0)
+        self.bad_step.copy_(torch.where(first_bad, self.step, self.bad_step))
+        self.bad_values.copy_(torch.where(first_bad, values, self.bad_values))
+        self.bad_present.copy_(torch.where(first_bad, present, self.bad_present))
+        self.sums.add_(torch.where(present, values, 0.0))
+        self.counts.add_(present)
+        self.step.add_(1)
+
+    def read(self, epoch: int) -> dict[str, float]:
+        """Mean loss per component that was present at least once; raises on a non-finite loss."""
+        bad_step = int(self.bad_step)
+        if bad_step >= 0:
+            found = {n: v for n, v, p in zip(self.names, self.bad_values.tolist(), self.bad_present.tolist())
+                     if p and n != "total"}
+            raise NonFiniteLossError(f"epoch {epoch} step {bad_step}: non-finite loss in {found}")
+        return {n: s / c for n, s, c in zip(self.names, self.sums.tolist(), self.counts.tolist()) if c}
+
+
 class Trainer:
     """Trains one configuration; ``fit`` runs (or resumes) the epochs."""
 
@@ -94,10 +153,20 @@ class Trainer:
         self.shared = self.model.shared_parameters()
         ssl = cfg.ssl
         self.gradnorm = {
-            "sup": GradNorm(self.tasks, ssl.alpha_s, ssl.eta_s, budget=float(len(self.tasks)), w_floor=ssl.w_floor),
+            "sup": GradNorm(self.tasks, ssl.alpha_s, ssl.eta_s, budget=float(len(self.tasks)), w_floor=ssl.w_floor,
+                            device=self.device),
             "ssl": GradNorm(self.tasks, ssl.alpha_ss, ssl.eta_ss, budget=len(self.tasks) * ssl.lambda_,
-                            w_floor=ssl.w_floor) if ssl.lambda_ > 0 else None,
+                            w_floor=ssl.w_floor, device=self.device) if ssl.lambda_ > 0 else None,
         }
+        # Without GradNorm the paper's baseline runs fix every coefficient at 1.0 (0 for a branch it lacks).
+        self._fixed_weights = {b: torch.full((len(self.tasks),), 0.0 if gn is None else 1.0, device=self.device)
+                               for b, gn in self.gradnorm.items()}
+        self.loss_names = (*(f"{b}_{t}" for b in BRANCHES for t in self.tasks), "total")
+        self._sums = _EpochSums(self.loss_names, self.device)
+        if cfg.cuda_graph == "on" and self.device.type != "cuda":
+            raise ConfigError(f"cuda_graph=on needs a CUDA device; this run's device is {self.device}")
+        self.cuda_graph = cfg.cuda_graph == "on" or (cfg.cuda_graph == "auto" and self.device.type == "cuda")
+        self._static: tuple[bool, StaticStep] | None = None  # (ssl_active, its step)
         uses_ssl = ssl.enabled and self.gradnorm["ssl"] is not None
         self.pseudo_labeler = PseudoLabeler(ssl, self.tasks, data.train) if uses_ssl else None
         self.teacher = EMATeacher(self.model, ssl.ema_decay) if uses_ssl and ssl.teacher == "ema" else None
@@ -115,25 +184,39 @@ class Trainer:
     # --------------------------------------------------------------- one step
 
     def _weights(self, branch: str) -> dict[str, float]:
+        """The branch's current weights on the host (a device synchronisation: per epoch)."""
         gn = self.gradnorm[branch]
         if gn is None:
             return {t: 0.0 for t in self.tasks}
-        # Without GradNorm the paper's baseline runs fix every coefficient at 1.0.
-        return dict(gn.weights) if self.cfg.ssl.gradnorm else {t: 1.0 for t in self.tasks}
+        return gn.weights if self.cfg.ssl.gradnorm else {t: 1.0 for t in self.tasks}
 
-    def train_step(self, batch: CorpusTensors, rows: Tensor, epoch: int, step: int) -> dict[str, Tensor]:
-        """One optimisation step on training rows ``rows``; returns the detached component losses.
+    def _weight_tensor(self, branch: str) -> Tensor:
+        """[T] float32 weights of ``branch`` on the device."""
+        gn = self.gradnorm[branch]
+        if gn is None or not self.cfg.ssl.gradnorm:
+            return self._fixed_weights[branch]
+        return gn.weight_tensor.to(torch.float32)
 
-        The total loss of a step uses the weights that the previous step's GradNorm update
-        left (as in Chen et al. 2018, Algorithm 1); this step's norms update them after.
+    def _ssl_active(self, epoch: int) -> bool:
+        return self.pseudo_labeler is not None and epoch >= self.cfg.ssl.warmup_epochs
+
+    def train_step(self, batch: CorpusTensors | None, rows: Tensor, epoch: int, step: int) -> StepLosses:
+        """One optimisation step on training rows ``rows`` [B]; returns its losses on the device.
+
+        ``batch`` holds the rows' tensors, or None to gather them here (a captured step always
+        gathers them itself, inside the graph). The total loss of a step uses the weights that
+        the previous step's GradNorm update left (as in Chen et al. 2018, Algorithm 1); this
+        step's norms update them after. Nothing is read back to the host.
         """
-        losses, norms = self.backward(batch, rows, epoch, step)
-        if norms is not None:
-            values = dict(zip(norms, torch.stack([losses[name] for name in norms]).tolist()))  # one sync
-            for branch, gn in self.gradnorm.items():
-                present = [t for t in self.tasks if f"{branch}_{t}" in norms]
-                if gn is not None and present:
-                    gn.update({t: values[f"{branch}_{t}"] for t in present}, {t: norms[f"{branch}_{t}"] for t in present})
+        ssl_active = self._ssl_active(epoch)
+        if self.cuda_graph:
+            static = self.static_step(ssl_active, capture=True)
+            losses = static(rows)
+            self.cuda_graph = static.capture  # a failed capture warned once: eager from now on
+        else:
+            batch = self.data.train.index(rows, with_ids=False) if batch is None else batch
+            # On the CPU reading a flag costs nothing: skip the trunk passes of absent components.
+            losses = self._device_step(batch, rows, None, ssl_active, fixed_work=self.device.type != "cpu")
         self.optimizer.step()
         if self.teacher is not None:
             self.teacher.update(self.model)
@@ -141,41 +224,84 @@ class Trainer:
             self.scheduler.step()
         return losses
 
+    def static_step(self, ssl_active: bool, capture: bool) -> StaticStep[StepLosses]:
+        """The step on static buffers of ``optim.batch_size`` rows (``scd_core.static_step``)."""
+        if self._static is None or self._static[0] != ssl_active:
+            # One at a time: a capture points every parameter's .grad at its own graph's memory.
+            def step(rows: Tensor, valid: Tensor) -> StepLosses:
+                return self._device_step(self.data.train.index(rows, with_ids=False), rows, valid, ssl_active,
+                                         fixed_work=True)
+
+            self._static = (ssl_active, StaticStep(step, self.cfg.optim.batch_size, self.device, capture))
+        return self._static[1]
+
+    def _device_step(self, batch: CorpusTensors, rows: Tensor, valid: Tensor | None, ssl_active: bool,
+                     fixed_work: bool = True) -> StepLosses:
+        """Gradients in ``.grad``, the GradNorm update and the epoch's sums, all on the device;
+        ``fixed_work=False`` lets the GradNorm passes read presence flags (see ``_trunk_backward``)."""
+        components, total, norms = self._gradients(batch, rows, valid, ssl_active, fixed_work)
+        if norms is not None:
+            for branch, gn in self.gradnorm.items():
+                if gn is not None and branch in components:
+                    parts = [components[branch][t] for t in self.tasks]
+                    gn.update_tensors(torch.stack([c.loss.detach() for c in parts]),
+                                      torch.stack([norms[f"{branch}_{t}"] for t in self.tasks]),
+                                      torch.stack([c.present for c in parts]))
+        absent = Component(total.new_zeros(()), torch.zeros((), dtype=torch.bool, device=self.device))
+        parts = [components.get(b, {}).get(t, absent) for b in BRANCHES for t in self.tasks]
+        losses = StepLosses(self.loss_names,
+                            torch.stack([*(c.loss.detach() for c in parts), total.detach()]),
+                            torch.stack([*(c.present for c in parts), torch.ones_like(absent.present)]))
+        self._sums.add(losses)
+        return losses
+
     def backward(self, batch: CorpusTensors, rows: Tensor, epoch: int = 0, step: int = 0):
-        """Forward, losses and gradients of ``sum(w * L)`` in every parameter's ``.grad``.
+        """Forward, losses and gradients of ``sum(w * L)`` in every parameter's ``.grad``, read
+        on the host (for tests and notebooks; the training step is ``train_step``).
 
         ``rows`` [B] are the batch's indices into the training set. In training mode the
         batch's modalities are dropped at ``data.modality_dropout`` first. Returns the
-        detached losses (``<branch>_<task>`` and ``total``) and the unweighted gradient norms
-        w.r.t. the shared parameters (None without GradNorm).
+        detached losses of the present components (``<branch>_<task>``) and ``total``, and
+        their unweighted gradient norms w.r.t. the shared parameters (None without GradNorm).
+        """
+        components, total, norms = self._gradients(batch, rows, None, self._ssl_active(epoch), fixed_work=False)
+        flat = {f"{b}_{t}": c for b, parts in components.items() for t, c in parts.items()}
+        present = [n for n, c in flat.items() if bool(c.present)]
+        losses = {**{n: flat[n].loss.detach() for n in present}, "total": total.detach()}
+        return losses, None if norms is None else {n: float(norms[n]) for n in present}
+
+    def _gradients(self, batch: CorpusTensors, rows: Tensor, valid: Tensor | None, ssl_active: bool,
+                   fixed_work: bool):
+        """Forward, every component (fixed shapes, presence flags) and the gradients of the total.
+
+        Returns ``({branch: {task: Component}}, total, norms)``, norms being the unweighted
+        GradNorm norms by ``<branch>_<task>`` as 0-d tensors (None without GradNorm).
         """
         model, gradnorm, ssl = self.model, self.cfg.ssl.gradnorm, self.cfg.ssl
         modality_mask = batch.modality_mask
         if model.training:
             modality_mask = drop_modalities(modality_mask, self.cfg.data.modality_dropout)
-        state = model.encode(batch.features, modality_mask)
+        # Training rows were checked when loaded, and dropout keeps a modality per row.
+        state = model.encode(batch.features, modality_mask, validate=False)
         branch_inputs = {t: _detached(state) if gradnorm else state for t in self.tasks}
         outputs = {t: model.decode(branch_inputs[t], t) for t in self.tasks}
-        components = {"sup": supervised_losses(outputs, batch.labels, batch.label_mask, ssl.emo_target)}
-        if self.pseudo_labeler is not None and epoch >= ssl.warmup_epochs:
+        components = {"sup": masked_supervised_losses(outputs, batch.labels, batch.label_mask, ssl.emo_target, valid)}
+        if ssl_active:
             # The teacher sees the whole row: its targets do not depend on the student's dropped modalities.
             targets = outputs if self.teacher is None else self.teacher(batch.features, batch.modality_mask)
-            components["ssl"] = self.pseudo_labeler.losses(outputs, targets, batch.label_mask, rows)
-        flat = {f"{b}_{t}": loss for b, losses in components.items() for t, loss in losses.items()}
-        if not flat:
-            raise RuntimeError(f"epoch {epoch} step {step}: the batch produced no loss at all")
-        values = torch.stack([v.detach() for v in flat.values()])
-        if not bool(torch.isfinite(values).all()):
-            found = dict(zip(flat, values.tolist()))
-            raise NonFiniteLossError(f"epoch {epoch} step {step}: non-finite loss in {found}")
-        weights = {b: self._weights(b) for b in components}
-        total = sum(weights[b][t] * loss for b, losses in components.items() for t, loss in losses.items())
+            components["ssl"] = self.pseudo_labeler.masked_losses(outputs, targets, batch.label_mask, rows, valid)
+        weights = {b: self._weight_tensor(b) for b in components}
+        # An absent component's loss is 0 with a zero gradient: it adds nothing, as if left out.
+        total = sum(weights[b][i] * losses[t].loss for b, losses in components.items()
+                    for i, t in enumerate(self.tasks))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # task branches only, when GradNorm cut them from the trunk
-        norms = self._trunk_backward(state, branch_inputs, components, weights, batch.label_mask) if gradnorm else None
-        return {**dict(zip(flat, values)), "total": total.detach()}, norms
+        norms = (self._trunk_backward(state, branch_inputs, components, weights, batch.label_mask, fixed_work)
+                 if gradnorm else None)
+        return components, total, norms
 
-    def _trunk_backward(self, state, branch_inputs, components, weights, label_mask) -> dict[str, float]:
+    def _trunk_backward(self, state, branch_inputs, components, weights, label_mask,
+                        fixed_work: bool) -> dict[str, Tensor]:
         """Shared-parameter gradients of the total loss, and the six GradNorm norms, in six
         backward passes through the trunk alone.
 
@@ -189,14 +315,21 @@ class Trainer:
         only the pseudo-label one. Dividing by the weight gives each component's own
         gradient at the trunk; one backward pass of it through the trunk gives
         dL_c/d theta_shared, its norm, and (weighted and summed) the total's gradient.
+        With ``fixed_work`` every component takes its pass, an absent one with a zero gradient
+        (no host read: what a CUDA graph captures); else an absent one is skipped (norm 0),
+        which reads its presence flag on the host.
         """
         shared = self.shared
         total_grads: list[Tensor | None] = [None] * len(shared)
         norms = {}
         for branch, losses in components.items():
-            for task in losses:
+            for i, task in enumerate(losses):
+                if not fixed_work and not bool(losses[task].present):
+                    norms[f"{branch}_{task}"] = state.z.new_zeros(())
+                    continue
                 rows = label_mask[task] if branch == "sup" else ~label_mask[task]
-                scale = rows.to(state.z.dtype)[:, None, None] / weights[branch][task]
+                weight = weights[branch][i]
+                scale = rows.to(state.z.dtype)[:, None, None] / weight
                 leaf = branch_inputs[task]
                 outputs, grad_outputs = [], []
                 for tensor, arrived in ((state.z, leaf.z.grad), (state.c_mods, leaf.c_mods.grad)):
@@ -209,18 +342,21 @@ class Trainer:
                     torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
                     if present else state.z.new_zeros(())
                 )
-                weight = weights[branch][task]
-                for i, g in enumerate(grads):
+                for j, g in enumerate(grads):
                     if g is not None:  # g is a fresh tensor from autograd.grad: safe to scale in place
-                        total_grads[i] = g.mul_(weight) if total_grads[i] is None else total_grads[i].add_(g, alpha=weight)
+                        total_grads[j] = g.mul_(weight) if total_grads[j] is None else total_grads[j].addcmul_(g, weight)
         for param, grad in zip(shared, total_grads):
             param.grad = grad
-        return dict(zip(norms, torch.stack(list(norms.values())).tolist()))  # one device sync
+        return norms
 
     # --------------------------------------------------------------- epochs
 
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-        """One pass over the training rows; returns mean losses, pseudo-label acceptance and shares."""
+        """One pass over the training rows; returns mean losses, pseudo-label acceptance and shares.
+
+        The steps read nothing back; the losses, the first non-finite step (an error naming
+        it) and the pseudo-label statistics are read once, at the end.
+        """
         self.model.train()
         if epoch == self.cfg.ssl.rebalance_epoch and self.gradnorm["ssl"] is not None:
             self.gradnorm["ssl"].reset_weights()
@@ -229,14 +365,10 @@ class Trainer:
         generator = torch.Generator().manual_seed(seed)
         batches = epoch_batches(self.data.train.corpus_index.cpu(), self.cfg.optim.batch_size, generator,
                                 self.corpus_weights).to(self.device)
-        sums: dict[str, Tensor] = {}
-        counts: dict[str, int] = {}
+        self._sums.reset()
         for step, idx in enumerate(batches):
-            losses = self.train_step(self.data.train.index(idx, with_ids=False), idx, epoch, step)
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value
-                counts[name] = counts.get(name, 0) + 1
-        mean_losses = {name: float(total) / counts[name] for name, total in sums.items()}
+            self.train_step(None, idx, epoch, step)
+        mean_losses = self._sums.read(epoch)
         if self.pseudo_labeler is None:
             return mean_losses, {t: math.nan for t in self.tasks}, {}
         acceptance, shares = self.pseudo_labeler.epoch_stats()

@@ -254,7 +254,8 @@ class MCDM(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _modality_mask(self, features: Mapping[str, Tensor], modality_mask: Tensor | None) -> Tensor:
+    def _modality_mask(self, features: Mapping[str, Tensor], modality_mask: Tensor | None,
+                       validate: bool = True) -> Tensor:
         missing = [m for m in self.modalities if m not in features]
         if missing:
             raise KeyError(f"features lack modality {missing}; the model expects {list(self.modalities)}")
@@ -273,15 +274,23 @@ class MCDM(nn.Module):
                 f"modality_mask must be a bool tensor of shape [{batch}, {len(self.modalities)}] "
                 f"(modalities {list(self.modalities)}), got {modality_mask.dtype} {list(modality_mask.shape)}"
             )
+        if not validate:  # the caller vouches for its rows; the check below reads the mask on the host
+            return modality_mask
         present = modality_mask.any(dim=1)
         if not bool(present.all()):
             empty = (~present).nonzero().flatten().tolist()
             raise ValueError(f"sample(s) {empty} of the batch have every modality missing; MCDM needs at least one")
         return modality_mask
 
-    def encode(self, features: Mapping[str, Tensor], modality_mask: Tensor | None = None) -> SharedState:
-        """The shared trunk: modality projectors and the shared graph layer (Eq. 1-5)."""
-        mask = self._modality_mask(features, modality_mask)
+    def encode(self, features: Mapping[str, Tensor], modality_mask: Tensor | None = None,
+               validate: bool = True) -> SharedState:
+        """The shared trunk: modality projectors and the shared graph layer (Eq. 1-5).
+
+        ``validate=False`` skips the check that every row has a modality, the one step of the
+        forward pass that reads a device value on the host: for a training step whose rows
+        were checked when loaded (a step captured in a CUDA graph cannot synchronise).
+        """
+        mask = self._modality_mask(features, modality_mask, validate)
         z = torch.stack(
             [
                 self.modality_projectors[m](torch.where(mask[:, i, None], features[m], 0.0))
@@ -317,7 +326,8 @@ class MCDM(nn.Module):
             return (torch.sigmoid(head) + torch.sigmoid(sim)) / 2 if regression else (head + sim) / 2
         return torch.sigmoid(head) if regression else head
 
-    def forward(self, features: Mapping[str, Tensor], modality_mask: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, features: Mapping[str, Tensor], modality_mask: Tensor | None = None,
+                validate: bool = True) -> dict[str, Tensor]:
         """Predict every task (``encode`` then ``decode`` per task).
 
         Args:
@@ -325,10 +335,11 @@ class MCDM(nn.Module):
                 hold anything (NaN included).
             modality_mask: ``[B, N]`` bool in the model's modality order, True = present;
                 None = all present.
+            validate: see :meth:`encode`.
 
         Returns:
             task -> ``[B, C_t]``: logits per Eq. 13 for classification tasks (emo, ah),
             values in ``[0, 1]`` for pt.
         """
-        state = self.encode(features, modality_mask)
+        state = self.encode(features, modality_mask, validate)
         return {t: self.decode(state, t) for t in self.tasks}

@@ -1,0 +1,280 @@
+"""The GPU training step, in one run: eager vs captured, GradNorm vs fixed weights, one epoch,
+and many independent trials sharing one GPU.
+
+    python benchmarks/bench_gpu.py [--device cuda] [--time-limit 480] [--out benchmarks/results]
+    python benchmarks/bench_gpu.py --device cpu --quick     # a small check of the script itself
+
+Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
+
+1. ms per training step, MCDM-2 at the paper's configuration (the config defaults), batch 32
+   and 256, dual-branch GradNorm and fixed task weights, eager and captured as one CUDA graph
+   (``cuda_graph``; captured only on CUDA);
+2. seconds per epoch over the synthetic ``paper`` preset (corpora sized like the paper's,
+   ``bench_train.paper_store``) at batch 32 with GradNorm, the step as the trainer runs it
+   (captured on CUDA), and the dev evaluation that ends a trial's epoch;
+3. paper-preset trial-epochs per GPU-hour with N = 1, 2, 4, 8 independent training processes
+   sharing the device (what Ray Tune's fractional ``gpus_per_trial`` does): each process
+   loads the data, warms up, then trains epochs (train + dev evaluation, no checkpoints)
+   for a common window; the rate is the sum over processes of 3600 / their mean epoch time.
+
+Imports only ``scd_core`` (no Ray, MLflow or vLLM): it runs on a bare GPU machine with torch,
+torch-geometric and the project's small dependencies. ``--time-limit`` bounds the whole
+run; a part that would not fit is skipped and says so. Targets (issue 16, H100/H200): an
+epoch in at most 3 s, and at least 2,000 trial-epochs per GPU-hour with 8 processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_train import bench_config, paper_store
+
+from scd_core.batching import epoch_batches
+from scd_core.evaluation import dev_score, evaluate
+from scd_core.data import load_training_data
+from scd_core.trainer import Trainer
+
+TARGET_EPOCH_S = 3.0
+TARGET_TRIAL_EPOCHS_PER_HOUR = 2000
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batches(trainer: Trainer, seed: int = 0) -> torch.Tensor:
+    corpus_index = trainer.data.train.corpus_index.cpu()
+    return epoch_batches(corpus_index, trainer.cfg.optim.batch_size, torch.Generator().manual_seed(seed)).to(trainer.device)
+
+
+def time_steps(trainer: Trainer, steps: int, warmup: int) -> float:
+    """ms per step over ``steps`` steps after ``warmup`` (which includes the graph capture)."""
+    batches = _batches(trainer)
+    trainer.model.train()
+    order = [batches[i % len(batches)] for i in range(warmup + steps)]
+    for step, idx in enumerate(order[:warmup]):
+        trainer.train_step(None, idx, 0, step)
+    _sync(trainer.device)
+    tic = time.perf_counter()
+    for step, idx in enumerate(order[warmup:]):
+        trainer.train_step(None, idx, 0, step)
+    _sync(trainer.device)
+    return 1000 * (time.perf_counter() - tic) / steps
+
+
+def captured(trainer: Trainer) -> bool:
+    return trainer._static is not None and trainer._static[1].graph is not None
+
+
+def trial_epoch(trainer: Trainer, epoch: int) -> None:
+    """What a trial does per epoch, less the checkpoint: train, then score the dev splits."""
+    trainer.train_epoch(epoch)
+    dev_score(evaluate(trainer.model, trainer.data.dev), trainer.tasks)
+
+
+# --------------------------------------------------------------------------- worker process
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One independent trial: warm up, say READY, wait for the go file, train epochs for the window."""
+    device = torch.device(args.device)
+    cfg = bench_config(args.device, 32, *args.set)
+    data = load_training_data(cfg, args.features, device)
+    trainer = Trainer(cfg, data)
+    batches = _batches(trainer)
+    for step, idx in enumerate(batches[:6]):  # allocator, kernels, graph capture
+        trainer.train_step(None, idx, 0, step)
+    evaluate(trainer.model, data.dev)
+    _sync(device)
+    print("READY", flush=True)
+    go = Path(args.go)
+    while not go.exists():
+        time.sleep(0.01)
+    start = float(go.read_text())
+    epochs = []
+    epoch = 0
+    while True:
+        tic = time.perf_counter()
+        trial_epoch(trainer, epoch)
+        _sync(device)
+        toc = time.perf_counter()
+        epochs.append([tic, toc])
+        epoch += 1
+        if toc - start >= args.window:
+            break
+    print("RESULT " + json.dumps({"epochs": epochs, "start": start, "window": args.window,
+                                  "captured": captured(trainer)}), flush=True)
+
+
+def share(n: int, args: argparse.Namespace, root: Path, window: float) -> dict:
+    """Trial-epochs per hour of ``n`` training processes sharing the device."""
+    go = Path(tempfile.mkdtemp()) / "go"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", args.device,
+               "--features", str(root), "--go", str(go), "--window", str(window), *(a for s in args.set for a in ("--set", s))]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
+    try:
+        for p in procs:  # every process warmed up before the clock starts
+            for line in p.stdout:
+                if line.startswith("READY"):
+                    break
+            else:
+                raise RuntimeError(f"a worker of the {n}-process run exited before it was ready (exit code {p.wait()})")
+        go.write_text(repr(time.perf_counter()))
+        results = []
+        for p in procs:
+            out, _ = p.communicate()
+            if p.returncode:
+                raise RuntimeError(f"a worker of the {n}-process run failed with exit code {p.returncode}")
+            results.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
+    finally:
+        for p in procs:  # no worker outlives a failed run
+            if p.poll() is None:
+                p.kill()
+    per_process = []
+    for r in results:
+        end = r["start"] + r["window"]
+        inside = [b - a for a, b in r["epochs"] if b <= end] or [r["epochs"][0][1] - r["epochs"][0][0]]
+        per_process.append(sum(inside) / len(inside))  # epochs inside the window ran with all n processes busy
+    return {"processes": n, "window_s": window, "epoch_s_per_process": [round(s, 3) for s in per_process],
+            "trial_epochs_per_hour": round(sum(3600 / s for s in per_process), 1),
+            "captured": all(r["captured"] for r in results)}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small check: demo preset, hidden size 64, few steps, N = 1, 2")
+    parser.add_argument("--time-limit", type=float, default=480.0, help="seconds for the whole run")
+    parser.add_argument("--out", default=str(RESULTS), help="folder of the JSON and markdown results")
+    parser.add_argument("--features", help="a store to use instead of the synthetic preset")
+    parser.add_argument("--steps", type=int, help="timed steps per variant (default 100, quick 3)")
+    parser.add_argument("--processes", help="comma-separated N (default 1,2,4,8; quick 1,2)")
+    parser.add_argument("--window", type=float, help="seconds each sharing run trains (default 30, quick 2)")
+    parser.add_argument("--set", action="append", default=[], help="a config override for every run, key=value")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--go", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return {}
+    began = time.perf_counter()
+    deadline = began + args.time_limit
+    quick = args.quick
+    if quick:
+        args.set = ["model.hidden_dim=64", "model.out_features=64", *args.set]
+    steps = args.steps or (3 if quick else 100)
+    processes = [int(n) for n in (args.processes or ("1,2" if quick else "1,2,4,8")).split(",")]
+    window = args.window or (2.0 if quick else 30.0)
+    device = torch.device(args.device)
+    root = paper_store(args.features, "demo" if quick else "paper")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    result: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": name,
+                    "torch": torch.__version__, "preset": "demo" if quick else ("paper" if not args.features else str(root)),
+                    "model": "MCDM-2", "overrides": args.set, "steps": [], "epoch": None, "sharing": [], "skipped": []}
+    print(f"{name}, torch {torch.__version__}, store {root}", flush=True)
+
+    # 1. ms per step
+    modes = ["eager", "captured"] if device.type == "cuda" else ["eager"]
+    data = load_training_data(bench_config(args.device, 32, *args.set), root, device)
+    for batch_size in (32, 256):
+        for weights in ("gradnorm", "fixed"):
+            for mode in modes:
+                if time.perf_counter() > deadline:
+                    result["skipped"].append(f"step batch {batch_size} {weights} {mode}: time limit")
+                    continue
+                cfg = bench_config(args.device, batch_size, f"ssl.gradnorm={str(weights == 'gradnorm').lower()}",
+                                   f"cuda_graph={'on' if mode == 'captured' else 'off'}", *args.set)
+                trainer = Trainer(cfg, data)
+                ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
+                row = {"batch_size": batch_size, "weights": weights, "mode": mode, "ms_per_step": round(ms, 3),
+                       "captured": captured(trainer), "samples_per_s": round(1000 * batch_size / ms, 1)}
+                result["steps"].append(row)
+                print(f"step  batch {batch_size:>3}  {weights:>8}  {mode:>8}: {ms:8.2f} ms"
+                      f"{'' if mode == 'eager' or row['captured'] else '  (capture failed: eager)'}", flush=True)
+                del trainer
+
+    # 2. one epoch, as a run trains it
+    if time.perf_counter() < deadline:
+        trainer = Trainer(bench_config(args.device, 32, *args.set), data)
+        seconds = []
+        for epoch in range(2):  # the first includes the warm-up and the capture
+            _sync(device)
+            tic = time.perf_counter()
+            trainer.train_epoch(epoch)
+            _sync(device)
+            seconds.append(time.perf_counter() - tic)
+        tic = time.perf_counter()
+        evaluate(trainer.model, data.dev)
+        eval_s = time.perf_counter() - tic
+        result["epoch"] = {"batch_size": 32, "weights": "gradnorm", "captured": captured(trainer),
+                           "steps": trainer.steps_per_epoch, "rows": len(data.train),
+                           "first_epoch_s": round(seconds[0], 3), "epoch_s": round(seconds[1], 3),
+                           "dev_eval_s": round(eval_s, 3), "target_epoch_s": TARGET_EPOCH_S}
+        print(f"epoch: {seconds[1]:.2f} s ({trainer.steps_per_epoch} steps; first {seconds[0]:.2f} s), "
+              f"dev evaluation {eval_s:.2f} s; target <= {TARGET_EPOCH_S} s", flush=True)
+        del trainer
+    else:
+        result["skipped"].append("epoch: time limit")
+    del data
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # 3. N processes sharing the device
+    for n in processes:
+        # Start-up (imports, data, warm-up) plus the window plus the epoch that overruns it.
+        needed = window + 20 + (result["epoch"] or {}).get("epoch_s", 5) * n
+        if time.perf_counter() + needed > deadline:
+            result["skipped"].append(f"sharing N={n}: time limit")
+            print(f"sharing N={n}: skipped (time limit)", flush=True)
+            continue
+        row = share(n, args, root, window)
+        result["sharing"].append(row)
+        print(f"sharing N={n}: {row['trial_epochs_per_hour']:.0f} trial-epochs per hour "
+              f"(epoch per process {row['epoch_s_per_process']} s)", flush=True)
+    result["seconds"] = round(time.perf_counter() - began, 1)
+    write(result, Path(args.out), device.type)
+    return result
+
+
+def write(result: dict, out: Path, device: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"gpu_step_{device}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# Training step on {result['device']} ({result['date']}, torch {result['torch']})", "",
+             (f"Preset {result['preset']}, {result['model']}, overrides {result['overrides'] or 'none'}; "
+              f"whole run {result['seconds']} s."), "",
+             "| batch | weights | mode | ms/step | samples/s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['batch_size']} | {r['weights']} | {r['mode']}{'' if r['mode'] == 'eager' or r['captured'] else ' (failed: eager)'}"
+              f" | {r['ms_per_step']} | {r['samples_per_s']} |" for r in result["steps"]]
+    if result["epoch"]:
+        e = result["epoch"]
+        lines += ["", (f"Epoch (batch 32, GradNorm, {'captured' if e['captured'] else 'eager'}): **{e['epoch_s']} s** "
+                       f"over {e['steps']} steps (first epoch {e['first_epoch_s']} s; dev evaluation {e['dev_eval_s']} s); "
+                       f"target <= {e['target_epoch_s']} s.")]
+    if result["sharing"]:
+        lines += ["", "| processes | trial-epochs per hour | epoch s per process |", "|---|---|---|"]
+        lines += [f"| {r['processes']} | {r['trial_epochs_per_hour']} | {', '.join(map(str, r['epoch_s_per_process']))} |"
+                  for r in result["sharing"]]
+        lines += ["", f"Target: >= {TARGET_TRIAL_EPOCHS_PER_HOUR} trial-epochs per hour with 8 processes."]
+    if result["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(result["skipped"])]
+    (out / f"gpu_step_{device}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""A training step on fixed-size input buffers, replayed as one captured CUDA graph.
+
+The trainer's device step (``Trainer._device_step``) keeps every shape fixed and reads nothing
+back to the host, so after a few eager warm-up steps it can be captured whole (forward pass,
+the GradNorm backward passes and update, the pseudo-label state, the epoch's running sums) and
+replayed with one launch per step instead of hundreds of kernel launches and synchronisations.
+Its only inputs are two buffers: the batch's row indices into the training set (already on
+the device) and a mask of the real rows. A smaller batch is padded to the static size with
+copies of its first row marked invalid, which no loss, statistic or state counts
+(``scd_core.losses.masked_mean``).
+
+The optimiser, the EMA teacher and the scheduler step eagerly after each replay: they read the
+gradients the graph wrote into each parameter's ``.grad`` (the same tensors at every replay),
+and a learning rate the scheduler changes takes effect (a captured optimiser would keep the
+one it was captured with). If the capture fails, the step warns once and runs eagerly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import torch
+from torch import Tensor
+
+# Eager steps before the capture: they initialise what is created lazily (cuBLAS handles,
+# autograd's buffers, the allocator's blocks) outside the graph.
+WARMUP_STEPS = 3
+
+Output = TypeVar("Output")
+
+
+class StaticStep(Generic[Output]):
+    """``step(rows [S] long, valid [S] bool) -> Output`` on static buffers of ``size`` rows.
+
+    ``capture=False`` runs it eagerly on the same padded buffers (the CPU, and the tests).
+    """
+
+    def __init__(self, step: Callable[[Tensor, Tensor], Output], size: int, device: torch.device,
+                 capture: bool) -> None:
+        self.step = step
+        self.size = size
+        self.rows = torch.zeros(size, dtype=torch.long, device=device)
+        self.valid = torch.zeros(size, dtype=torch.bool, device=device)
+        self.capture = capture
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.output: Output | None = None
+        self.warmed = 0
+
+    def load(self, rows: Tensor) -> None:
+        """Copy ``rows`` [n <= size] into the buffers; the rest repeats the first row, marked invalid."""
+        n = rows.numel()
+        if not 0 < n <= self.size:
+            raise ValueError(f"a batch of {n} rows does not fit the static step of {self.size} rows")
+        self.rows[:n].copy_(rows)
+        self.rows[n:].copy_(rows[:1].expand(self.size - n))
+        self.valid[:n].fill_(True)
+        self.valid[n:].fill_(False)
+
+    def __call__(self, rows: Tensor) -> Output:
+        """One step on ``rows``; the output's tensors are overwritten by the next step."""
+        self.load(rows)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.output
+        if not self.capture:
+            return self.step(self.rows, self.valid)
+        if self.warmed < WARMUP_STEPS:
+            self.warmed += 1
+            return self._on_side_stream()
+        return self._capture()
+
+    def _on_side_stream(self) -> Output:
+        # Warm-up before a capture runs on a side stream, as torch.cuda.graphs asks.
+        side = torch.cuda.Stream(self.rows.device)
+        side.wait_stream(torch.cuda.current_stream(self.rows.device))
+        with torch.cuda.stream(side):
+            output = self.step(self.rows, self.valid)
+        torch.cuda.current_stream(self.rows.device).wait_stream(side)
+        return output
+
+    def _capture(self) -> Output:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                output = self.step(self.rows, self.valid)
+        except Exception as error:  # noqa: BLE001 - an op that synchronises, or one CUDA graphs do not support
+            warnings.warn(f"the training step could not be captured as a CUDA graph ({type(error).__name__}: "
+                          f"{error}); it runs eagerly from now on (cuda_graph=off skips the attempt)", stacklevel=3)
+            self.capture = False
+            return self.step(self.rows, self.valid)
+        self.graph, self.output = graph, output
+        graph.replay()  # a capture only records: this replay is the step itself
+        return output
+
+
+__all__ = ["WARMUP_STEPS", "StaticStep"]

@@ -1,0 +1,44 @@
+"""benchmarks/bench_gpu.py: its quick CPU mode runs and writes results of the documented shape,
+and it imports nothing that a bare GPU machine lacks (Ray, MLflow, vLLM, the upper layers)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
+FORBIDDEN = ("ray", "mlflow", "vllm", "tuning", "dashboards", "extraction", "ray_jobs")
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_imports_only_scd_core():
+    code = (f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); import bench_gpu; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FORBIDDEN!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
+    out = tmp_path / "results"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out),
+                          "--features", str(demo_store), "--time-limit", "300"],
+                         capture_output=True, text=True, env=_env(), timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "gpu_step_cpu.json").read_text())
+    assert result["skipped"] == []
+    assert {(r["batch_size"], r["weights"], r["mode"]) for r in result["steps"]} == {
+        (b, w, "eager") for b in (32, 256) for w in ("gradnorm", "fixed")}
+    assert all(r["ms_per_step"] > 0 and not r["captured"] for r in result["steps"])
+    epoch = result["epoch"]
+    assert epoch["epoch_s"] > 0 and epoch["steps"] > 0 and epoch["dev_eval_s"] > 0
+    assert [r["processes"] for r in result["sharing"]] == [1, 2]
+    for row in result["sharing"]:
+        assert len(row["epoch_s_per_process"]) == row["processes"]
+        assert row["trial_epochs_per_hour"] > 0
+    markdown = (out / "gpu_step_cpu.md").read_text()
+    assert "| 256 | fixed | eager |" in markdown and "trial-epochs per hour" in markdown

@@ -1,0 +1,119 @@
+"""The training step reads nothing back to the host and keeps fixed shapes (what a CUDA graph
+capture needs), and a batch padded to the static size trains exactly like the unpadded one."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from scd_core.config import ConfigError, load_config
+from scd_core.losses import supervised_losses
+from scd_core.data import load_training_data
+from scd_core.trainer import Trainer
+
+SMALL = ["model.hidden_dim=32", "model.out_features=32", "model.num_heads=4", "optim.lr=1e-3"]
+# Ops that read a device value on the host (a synchronisation on CUDA) or whose output shape
+# depends on the data.
+HOST_READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::bincount",
+              "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive", "aten::one_hot"}
+BOOL_INDEXING = {"aten::index", "aten::index_put_", "aten::_index_put_impl_"}
+
+
+class HostReads(TorchDispatchMode):
+    """Records every op that would synchronise or change a shape with the data."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        bool_index = name in BOOL_INDEXING and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+        if name in HOST_READS or bool_index:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture(scope="module")
+def data(demo_store):
+    return load_training_data(load_config(None, SMALL), demo_store, torch.device("cpu"))
+
+
+def test_the_detector_sees_a_host_read(data):
+    batch = data.train.index(torch.arange(16), with_ids=False)
+    outputs = {"ah": torch.zeros(16, 2)}
+    with HostReads() as mode:
+        supervised_losses(outputs, batch.labels, batch.label_mask)  # the host-side API reads the flags
+    assert "aten::_local_scalar_dense" in mode.seen
+
+
+@pytest.mark.parametrize("options", [[], ["ssl.class_balance=flexmatch", "ssl.teacher=ema", "data.modality_dropout=0.3"],
+                                     ["ssl.class_balance=align", "ssl.pseudo_labels=soft"], ["ssl.gradnorm=false"]])
+def test_step_never_reads_the_device(data, options):
+    cfg = load_config(None, [*SMALL, *options, "optim.batch_size=24"])
+    trainer = Trainer(cfg, data)
+    trainer.model.train()
+    step = trainer.static_step(ssl_active=True, capture=False)
+    rows = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:20]
+    for _ in range(2):  # the second step runs with GradNorm's L(0) known
+        with HostReads() as mode:
+            step(rows)
+        assert mode.seen == []
+
+
+def test_padded_batch_trains_like_the_unpadded_one(data):
+    cfg = load_config(None, [*SMALL, "model.dropout=0", "ssl.class_balance=flexmatch", "ssl.tau_emo=0.3",
+                             "ssl.tau_ah=0.55", "optim.batch_size=48"])
+    plain, padded = Trainer(cfg, data), Trainer(cfg, data)
+    static = padded.static_step(ssl_active=True, capture=False)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(2))
+    for step in range(3):
+        rows = order[step * 40:(step + 1) * 40]  # 40 real rows, 8 padding rows
+        want = plain._device_step(data.train.index(rows, with_ids=False), rows, None, True).host()
+        got = static(rows).host()
+        assert static.valid.sum() == 40 and static.rows.numel() == 48
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+        for (name, p), q in zip(plain.model.named_parameters(), padded.model.parameters()):
+            assert (p.grad is None) == (q.grad is None), name
+            if p.grad is not None:
+                assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), name
+        plain.optimizer.step()
+        padded.optimizer.step()
+        for branch in ("sup", "ssl"):
+            assert padded.gradnorm[branch].weights == pytest.approx(plain.gradnorm[branch].weights, rel=1e-6)
+    assert torch.equal(plain.pseudo_labeler.memory["emo"], padded.pseudo_labeler.memory["emo"])
+    for got, want in zip(padded.pseudo_labeler.epoch_stats(), plain.pseudo_labeler.epoch_stats()):
+        assert got == pytest.approx(want, nan_ok=True)
+    assert plain._sums.read(0) == pytest.approx(padded._sums.read(0), rel=1e-6)
+
+
+def test_cuda_graph_switch(data):
+    assert not Trainer(load_config(None, SMALL), data).cuda_graph  # auto on a CPU run: eager
+    with pytest.raises(ConfigError, match="cuda_graph=on needs a CUDA device"):
+        Trainer(load_config(None, [*SMALL, "cuda_graph=on"]), data)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_captured_step_equals_the_eager_one_on_cuda(demo_store):
+    from scd_core.static_step import WARMUP_STEPS
+
+    # SGD: Adam would turn rounding noise on zero gradients (attention's key bias) into full steps.
+    cfg = load_config(None, [*SMALL, "model.dropout=0", "device=cuda", "optim.batch_size=32",
+                             "optim.optimizer=sgd", "optim.lr=0.05"])
+    data = load_training_data(cfg, demo_store, torch.device("cuda"))
+    eager = Trainer(cfg.model_copy(update={"cuda_graph": "off"}), data)
+    graph = Trainer(cfg.model_copy(update={"cuda_graph": "on"}), data)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).cuda()
+    sizes = [32] * (WARMUP_STEPS + 3) + [20]  # the last one padded to 32
+    start = 0
+    for step, size in enumerate(sizes):
+        rows = order[start:start + size]
+        start += size
+        want = eager.train_step(None, rows, 0, step).host()
+        got = graph.train_step(None, rows, 0, step).host()
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), step
+    assert graph._static[1].graph is not None  # captured, not fallen back to eager
+    for branch in ("sup", "ssl"):
+        assert graph.gradnorm[branch].weights == pytest.approx(eager.gradnorm[branch].weights, rel=1e-4)
+    for p, q in zip(graph.model.parameters(), eager.model.parameters()):
+        assert torch.allclose(p, q, rtol=1e-3, atol=1e-5)
