@@ -15,7 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# A job's `python` is the first on PATH: this interpreter's, activated or not.
+ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+       "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
 def free_port() -> int:
@@ -53,3 +55,14 @@ def head(request, tmp_path, monkeypatch):
     subprocess.run(["pkill", "-9", "-f", temp_dir], capture_output=True)
     time.sleep(2)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def ray_job_submit(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``ray job submit ARGS``, submitted again while the new head's job agent is still starting
+    (Ray answers "No available agent to submit job, please try again later" on a busy machine)."""
+    deadline = time.monotonic() + 120
+    while True:
+        job = subprocess.run([RAY, "job", "submit", *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if job.returncode == 0 or "No available agent" not in job.stderr or time.monotonic() > deadline:
+            return job
+        time.sleep(3)
