@@ -26,6 +26,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def agent_ports() -> list[str]:
+    """Free ports for a node's agents: their defaults are fixed (the job agent's is 52365), so a
+    second Ray on the machine (another test run, a user's) would leave this head without a job
+    agent ("No available agent to submit job")."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
 @pytest.fixture(params=["loopback"])
 def head(request, tmp_path, monkeypatch):
     """A Ray head with token authentication; yields (gcs address, dashboard address).
@@ -49,20 +57,9 @@ def head(request, tmp_path, monkeypatch):
     temp_dir = tempfile.mkdtemp(prefix="raytest-", dir="/tmp")
     subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=1",
-                    f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                    f"--temp-dir={temp_dir}", "--disable-usage-stats", *agent_ports()],
                    env=ENV, check=True, capture_output=True, timeout=120)
     yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
     subprocess.run(["pkill", "-9", "-f", temp_dir], capture_output=True)
     time.sleep(2)
     shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def ray_job_submit(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """``ray job submit ARGS``, submitted again while the new head's job agent is still starting
-    (Ray answers "No available agent to submit job, please try again later" on a busy machine)."""
-    deadline = time.monotonic() + 120
-    while True:
-        job = subprocess.run([RAY, "job", "submit", *args], env=env, capture_output=True, text=True, timeout=timeout)
-        if job.returncode == 0 or "No available agent" not in job.stderr or time.monotonic() > deadline:
-            return job
-        time.sleep(3)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from cluster_fixtures import ENV, RAY, ROOT, free_port
+from cluster_fixtures import ENV, RAY, ROOT, agent_ports, free_port
 
 from tuning.tracking import Tracking
 
@@ -57,7 +57,7 @@ def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store):
     gcs, _ = head
     worker_port = free_port()
     subprocess.run([RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    f"--node-manager-port={worker_port}", "--disable-usage-stats"],
+                    f"--node-manager-port={worker_port}", "--disable-usage-stats", *agent_ports()],
                    env=ENV, check=True, capture_output=True, timeout=120)
     try:
         probe = subprocess.run([sys.executable, "-c", WORKER_PROBE, gcs], env=ENV, capture_output=True, text=True,

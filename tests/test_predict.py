@@ -13,7 +13,7 @@ import pytest
 import ray
 import yaml
 from media_fixtures import face_image, face_video, fit, noface_video, speech, truncated, write_video, zero_bytes
-from cluster_fixtures import ENV, ROOT, ray_job_submit
+from cluster_fixtures import ENV, RAY, ROOT
 
 from extraction.config import ExtractionConfig
 from extraction.encoders import ENCODERS
@@ -238,10 +238,12 @@ def test_predict_under_ray_job_submit(checkpoint, videos, tmp_path, tiny_clip_di
         "columns": {"sample_id": "{clip}", "video": "file"},
         "video_encoder": {"local_dir": str(tiny_clip_dir)}, "audio_encoder": {"local_dir": str(tiny_clap_dir)},
         "resources": {s: {"num_cpus": 0.1} for s in ("decode", "faces", "video", "audio", "predict")}}))
-    job = ray_job_submit(
-        ["--address", dashboard, "--working-dir", str(ROOT), "--", "python", "ray_jobs/predict.py",
-         "--checkpoint", str(checkpoint), str(manifest), "--output", str(tmp_path / "out"), "--config", str(config)],
-        {**ENV, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    job = subprocess.run(
+        [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
+         "python", "ray_jobs/predict.py", "--checkpoint", str(checkpoint), str(manifest),
+         "--output", str(tmp_path / "out"), "--config", str(config)],
+        env={**ENV, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
+    )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout and "2 videos, 1 with predictions" in job.stdout, job.stdout[-3000:]
     rows = {r["sample_id"]: r for r in pq.read_table(tmp_path / "out" / f"{PREDICTIONS}.parquet").to_pylist()}
