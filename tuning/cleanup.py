@@ -67,7 +67,9 @@ def plan_cleanup(tracking: Tracking, sweep: str, storage_path: str | Path | None
     client = tracking.client()
     for run in sweep_runs(tracking, sweep, CHILD):
         run_id = run.info.run_id
-        versions = client.search_model_versions(f"run_id = '{run_id}'")
+        # search results leave the aliases out: each version is read again for them
+        versions = [client.get_model_version(v.name, v.version)
+                    for v in client.search_model_versions(f"run_id = '{run_id}'")]
         if versions:
             plan.kept[run_id] = ", ".join(f"{v.name} version {v.version}" + (f" ({', '.join(v.aliases)})"
                                                                             if v.aliases else "") for v in versions)
