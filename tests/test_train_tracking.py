@@ -61,7 +61,7 @@ def test_training_is_one_mlflow_run_with_a_trials_metrics_figures_and_checkpoint
 
     # A tracked training is promotable like a trial.
     done = promote(tracking, run.info.run_id, tmp_path / "export")
-    assert done.version == "1" and (tmp_path / "export" / "model.safetensors").exists()
+    assert str(done.version) == "1" and (tmp_path / "export" / "model.safetensors").exists()
 
     # --no-tracking records nothing.
     with pytest.raises(SystemExit):  # argparse: the two flags exclude each other
