@@ -180,8 +180,11 @@ def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, dem
     # RAY_TMPDIR of its own: the current-cluster file `ray start` writes, and every process of
     # this head, stay apart from other Rays on the machine (a short path: Ray's sockets live there).
     ray_tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
-    env = {**{k: v for k, v in ENV.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")},
-           "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT)}
+    token = tmp_path / "ray_token"  # Ray 2.60 guards a `ray start` cluster with a token: the README's
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**{k: v for k, v in ENV.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     port = free_port()
     try:
         started = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
