@@ -17,6 +17,7 @@ Every function returns a :class:`matplotlib.figure.Figure` and keeps no global s
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -205,7 +206,12 @@ def _axis(values: Sequence[Any], log: bool) -> tuple[list[float], list[tuple[flo
         ticks = sorted({v for v in present})
         if len(ticks) > 5:  # a continuous parameter: its range and middle
             ticks = [min(present), 10 ** ((low + high) / 2) if log else (low + high) / 2, max(present)]
-        return pos, [(float((f(t) - low) / (high - low)), _label(t)) for t in ticks]
+        labelled: list[tuple[float, str]] = []
+        for t in reversed(ticks):  # from the top; a value too close to the one above would overwrite it
+            at = float((f(t) - low) / (high - low))
+            if not labelled or labelled[-1][0] - at >= 0.06:
+                labelled.append((at, _label(t)))
+        return pos, labelled
     levels = sorted({str(v) for v in present}, key=lambda x: (len(x), x) if numeric else x)
     step = 1 / (len(levels) - 1) if len(levels) > 1 else 0
     where = {level: 0.5 if len(levels) == 1 else i * step for i, level in enumerate(levels)}
@@ -228,9 +234,12 @@ def parallel_coordinates_figure(params: Sequence[Mapping[str, Any]], scores: Seq
     axes = [_axis(values, log) for _, values, log in columns]
     longest = max((len(label) for _, ticks in axes for _, label in ticks), default=4)
     rows = max((len(ticks) for _, ticks in axes), default=2)
-    fig = Figure(figsize=(max(7.0, 1.3 * len(columns) + 0.06 * longest + 2.5), max(4.5, 0.2 * rows + 2.5)),
-                 layout="constrained")
+    width = max(7.0, 1.3 * len(columns) + 0.06 * longest + 2.5)
+    # White and matplotlib's defaults whatever the global style (Optuna's plots switch pyplot to ggplot's grey).
+    fig = Figure(figsize=(width, max(4.5, 0.2 * rows + 2.5)), layout="constrained", facecolor="white")
     ax = fig.subplots()
+    ax.set_facecolor("white")
+    ax.grid(False)
     norm = Normalize(min(scores), max(scores)) if max(scores) > min(scores) else Normalize(min(scores) - 1e-9,
                                                                                             max(scores) + 1e-9)
     x = np.arange(len(columns), dtype=float)
@@ -239,17 +248,17 @@ def parallel_coordinates_figure(params: Sequence[Mapping[str, Any]], scores: Seq
         ax.plot(x, y, color=TRIAL_CMAP(norm(scores[i])), lw=1.6, marker="o", ms=3, alpha=0.9)
     for j, (_, ticks) in enumerate(axes):
         ax.axvline(j, color="0.55", lw=0.8, zorder=0)
-        for pos, label in ticks:
-            ax.text(j + 0.04, pos, label, fontsize=7, va="center", ha="left", clip_on=False,
-                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
-    ax.set_xticks(x, [name for name, _, _ in columns], rotation=20, ha="right", fontsize=8)
+        for pos, label in ticks:  # on an opaque box: the lines leaving the axis pass under it
+            ax.text(j + 0.05, pos, label, fontsize=7, va="center", ha="left", clip_on=False, zorder=5,
+                    color="black", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
+    ax.set_xticks(x, [name for name, _, _ in columns], rotation=20, ha="right", fontsize=8, color="black")
     ax.set_xlim(-0.15, len(columns) - 0.6)
     ax.set_ylim(-0.06, 1.06)
     ax.set_yticks([])
-    ax.set_xlabel(definition, fontsize=8)
+    ax.set_xlabel(textwrap.fill(definition, int((width - 1.5) * 13)), fontsize=8, color="black")  # fits the width
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
-    ax.set_title(title or f"Parallel coordinates of {len(scores)} trials")
+    ax.set_title(title or f"Parallel coordinates of {len(scores)} trials", color="black")
     bar = fig.colorbar(ScalarMappable(norm, TRIAL_CMAP), ax=ax, pad=0.02)
     bar.set_label(objective, fontsize=8)
     return fig

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import optuna
 import torch
 import yaml
@@ -214,7 +215,8 @@ def sweep_figures(study: optuna.Study, definition: str = "") -> tuple[dict[str, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            ax = ovm.plot_param_importances(study, params=varied, target_name=OBJECTIVE)
+            with matplotlib.rc_context():  # Optuna switches pyplot to its ggplot style: not beyond this plot
+                ax = ovm.plot_param_importances(study, params=varied, target_name=OBJECTIVE)
             ax.figure.set_size_inches(10, 5)
             ax.figure.tight_layout()  # Optuna's layout clips long parameter names
             figures["param_importance.png"] = ax.figure

@@ -207,8 +207,8 @@ def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, dem
         [line] = [x for x in sweep.stdout.splitlines() if x.startswith("Ray: ")]
         assert line.startswith("Ray: started a local Ray") and f":{port}," not in line, line
         assert "1 node," in line
-        [parent] = [r for r in trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "plain")]
-        assert parent.info.status == "FINISHED"
+        [trial] = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "plain")
+        assert trial.info.status == "FINISHED"
 
         joined = subprocess.run([sys.executable, "-c", "from tuning.local_ray import start_ray; "
                                  f"start_ray('127.0.0.1:{port}', log_to_driver=False)"],

@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import matplotlib
+import matplotlib.style
 import numpy as np
 import pytest
 import torch
@@ -81,13 +83,16 @@ def test_parallel_coordinates_shows_every_trial_readably(n, tmp_path):
                "model.hidden_dim": int(rng.choice([64, 128])), "variant": variants[i % 3]} for i in range(n)]
     scores = [float(x) for x in rng.uniform(0.2, 0.6, n)]
     names = ["model.dropout", "model.hidden_dim", "optim.lr", "variant"]
-    fig = parallel_coordinates_figure(params, scores, names, "best dev score", ["optim.lr"], "sweep",
-                                      "best dev score = mean over tasks of ...")
+    definition = "best dev score = mean over tasks of " + ", ".join(["(some_metric + another_metric) / 2"] * 3)
+    with matplotlib.rc_context():
+        matplotlib.style.use("ggplot")  # what Optuna's plots leave pyplot in: grey axes
+        fig = parallel_coordinates_figure(params, scores, names, "best dev score", ["optim.lr"], "sweep", definition)
     fig.savefig(tmp_path / f"parallel_{n}.png", dpi=110)
     ax, bar = fig.axes
     lines = [line for line in ax.lines if len(line.get_xdata()) == len(names) + 1]
     assert len(lines) == n and all(np.isfinite(line.get_ydata()).all() for line in lines)
     background = np.array(to_rgb(ax.get_facecolor()))
+    assert tuple(background) == (1.0, 1.0, 1.0)  # white, whatever style pyplot was left in
     assert min(np.linalg.norm(np.array(to_rgb(line.get_color())) - background) for line in lines) > 0.3
     assert [t.get_text() for t in ax.get_xticklabels()] == ["best dev score", *names]
     assert bar.get_ylabel() == "best dev score" and "Objective Value" not in {t.get_text() for t in fig.findobj(
@@ -100,6 +105,9 @@ def test_parallel_coordinates_shows_every_trial_readably(n, tmp_path):
     bar_box = bar.get_window_extent(renderer)
     texts = [*ax.texts, *ax.get_xticklabels(), ax.title, ax.xaxis.label]
     assert not [t.get_text() for t in texts if t.get_text() and t.get_window_extent(renderer).overlaps(bar_box)]
+    page = fig.bbox  # and nothing is cut at the figure's edges
+    assert not [t.get_text() for t in texts if t.get_text() and not (
+        page.x0 <= t.get_window_extent(renderer).x0 and t.get_window_extent(renderer).x1 <= page.x1)]
     # Each axis names its values: the variants, and the range of the continuous parameters.
     labels = {t.get_text() for t in ax.texts}
     assert set(variants[:min(n, 3)]) <= labels and f"{max(scores):.3g}" in labels

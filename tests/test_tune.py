@@ -74,6 +74,9 @@ def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_
     # Pseudo-label class shares: logged for every epoch where a task accepted any pseudo-label.
     assert any(k.startswith("pl/") for r in runs for k in r.data.metrics)
     assert max(len(client.get_metric_history(r.info.run_id, "dev_score")) for r in runs) == 2
+    # Each trial's best model is in its run and no Ray checkpoint is left, ASHA-stopped trials' included.
+    assert all(len(client.list_artifacts(r.info.run_id, "checkpoint")) == 2 for r in runs)
+    assert list((Path(s.storage_path) / "quick").glob("*/checkpoint_*")) == []
 
     done = promote(tracking, choose_run(tracking, "quick"), tmp_path / "export")
     version = client.get_model_version_by_alias(MODEL_NAME, ALIAS)

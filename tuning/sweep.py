@@ -6,6 +6,10 @@ chooses them, ASHA stops weak ones early, MLflow records everything.
 ``storage_path/name``: finished trials are kept, unfinished ones continue from their last
 checkpoint, and every trial keeps its MLflow run.
 
+On disk a sweep keeps the Ray checkpoints of its unfinished trials only: when Ray Tune is done
+with a trial, its best model and figures are in its MLflow run and its Ray checkpoints are
+deleted (:class:`TrialCompletion`); ``python -m tuning.cleanup`` frees a finished sweep.
+
 Figures and the sweep report are drawn by ``dashboards``, which sits above this package:
 the entry point hands its drawing functions in (:class:`SweepOutputs`), so that tuning
 never imports dashboards.
@@ -194,11 +198,15 @@ class TrialCompletion(tune.Callback):
     def __init__(self, tracking: Tracking, sweep: str, draw: TrialFigures | None) -> None:
         self.tracking, self.sweep, self.draw = tracking, sweep, draw
 
+    def _complete(self, trial) -> None:
+        if trial.path is not None:  # None: a trial that never started has no folder
+            complete_trial(self.tracking, self.sweep, trial.trial_id, Path(trial.path), self.draw)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        complete_trial(self.tracking, self.sweep, trial.trial_id, Path(trial.path), self.draw)
+        self._complete(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        complete_trial(self.tracking, self.sweep, trial.trial_id, Path(trial.path), self.draw)
+        self._complete(trial)
 
 
 def validate_store_once(features: Path) -> Manifest:
