@@ -194,12 +194,14 @@ def _label(value: Any) -> str:
 def _axis(values: Sequence[Any], log: bool) -> tuple[list[float], list[tuple[float, str]]]:
     """Positions in [0, 1] of one parameter's values (None: missing) and its tick labels.
 
-    Numbers spread linearly (or on a log scale) between their smallest and largest; anything
+    Numbers spread linearly (or on a log scale, also when they span two decades or more) between
+    their smallest and largest; anything
     else (categories, modality lists) is spaced evenly in sorted order.
     """
     present = [v for v in values if v is not None]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
     if numeric and len(set(present)) > 1:
+        log = log or (min(present) > 0 and max(present) >= 100 * min(present))  # e.g. a grid of 1e-2, 1e-3, 1e-4
         f = np.log10 if log else (lambda x: x)
         low, high = f(min(present)), f(max(present))
         pos = [None if v is None else float((f(v) - low) / (high - low)) for v in values]
