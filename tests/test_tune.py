@@ -167,8 +167,9 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     assert dropouts == ["0.0", "0.05", "0.1", "0.15"]
     # Every trial's best model reached MLflow once, and no Ray checkpoint outlives its trial.
     client = tracking.client()
-    assert all({a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")} ==
-               {"checkpoint/model.safetensors", "checkpoint/config.json"} for r in runs)
+    logged = {r.data.params["model.dropout"]: {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
+              for r in runs}
+    assert all(paths == {"checkpoint/model.safetensors", "checkpoint/config.json"} for paths in logged.values()), logged
     assert list((tmp_path / "ray" / "resume").glob("*/checkpoint_*")) == []
 
 

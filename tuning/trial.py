@@ -35,8 +35,8 @@ from scd_core.evaluation import NonFiniteOutputError
 from scd_core.features import FeatureStoreError
 from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer
 from tuning.spaces import VARIANT, SearchSpace, SpaceError
-from tuning.tracking import (Tracking, TrialFigures, TrialRun, git_commit, log_epoch, log_outputs, package_versions,
-                             training_tags)
+from tuning.tracking import (CHECKPOINT_ARTIFACT, Tracking, TrialFigures, TrialRun, git_commit, log_epoch,
+                             log_outputs, package_versions, training_tags)
 
 
 # Errors that a retry from the last checkpoint would only repeat (same config, same data, same
@@ -91,8 +91,15 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
                                                                              **package_versions()})
     if VARIANT in config:  # the row label of ablation tables
         run.set_tags({"variant": config[VARIANT]})
-    workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
     checkpoint = tune.get_checkpoint()
+    if checkpoint is not None and not Path(checkpoint.path).exists():
+        # The driver deleted it once the trial was complete (tuning.sweep.complete_trial), but a sweep
+        # resumed from a state saved before that runs the trial again: it is done, its model in MLflow.
+        if CHECKPOINT_ARTIFACT in run.artifacts():
+            run.finish()
+            return
+        checkpoint = None  # nothing to continue from: the trial trains from its start
+    workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
     if checkpoint is not None:  # a retry or a restored sweep: continue where the trial stopped
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, workdir, dirs_exist_ok=True)
