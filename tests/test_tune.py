@@ -22,6 +22,7 @@ from scd_core.evaluation import predict
 from scd_core.features import load_split
 from tuning.promote import ALIAS, MODEL_NAME, choose_run, fetch_model, promote
 from tuning.sweep import SweepSettings, run_sweep
+from tuning.trial import COMPLETED_MARKER
 from tuning.tracking import Tracking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,11 @@ def local_ray():
 def write_space(path: Path, **body) -> str:
     path.write_text(yaml.safe_dump({"name": path.stem, **body}))
     return str(path)
+
+
+def left_in_checkpoints(experiment: Path) -> set[str]:
+    """What the Ray checkpoints of a sweep's trials still hold (names of files and folders)."""
+    return {p.name for p in experiment.glob("*/checkpoint_*/*")}
 
 
 def children(tracking: Tracking, sweep: str):
@@ -76,7 +82,7 @@ def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_
     assert max(len(client.get_metric_history(r.info.run_id, "dev_score")) for r in runs) == 2
     # Each trial's best model is in its run and no Ray checkpoint is left, ASHA-stopped trials' included.
     assert all(len(client.list_artifacts(r.info.run_id, "checkpoint")) == 2 for r in runs)
-    assert list((Path(s.storage_path) / "quick").glob("*/checkpoint_*")) == []
+    assert left_in_checkpoints(Path(s.storage_path) / "quick") == {COMPLETED_MARKER}
 
     done = promote(tracking, choose_run(tracking, "quick"), tmp_path / "export")
     version = client.get_model_version_by_alias(MODEL_NAME, ALIAS)
@@ -170,7 +176,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     logged = {r.data.params["model.dropout"]: {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
               for r in runs}
     assert all(paths == {"checkpoint/model.safetensors", "checkpoint/config.json"} for paths in logged.values()), logged
-    assert list((tmp_path / "ray" / "resume").glob("*/checkpoint_*")) == []
+    assert left_in_checkpoints(tmp_path / "ray" / "resume") == {COMPLETED_MARKER}
 
 
 def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store):
@@ -248,7 +254,7 @@ def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_pa
         .stat().st_size
     # A trial's last Ray checkpoint alone held the model twice (best, last) and the optimiser state
     # (Adam: two more copies); what is left per trial is its results, smaller than one model.
-    assert list(folder.glob("*/checkpoint_*")) == []
+    assert left_in_checkpoints(folder) == {COMPLETED_MARKER}
     assert all(folder_bytes(trial) < model_bytes for trial in folder.glob("run_trial_*"))
 
     champion = min(runs, key=lambda r: r.data.metrics["mean_rank"])
@@ -302,4 +308,6 @@ def test_a_stopped_trial_gets_its_model_and_figures_from_its_last_ray_checkpoint
         "checkpoint/model.safetensors", "checkpoint/config.json"}
     assert {Path(a.path).name for a in client.list_artifacts(run.run_id, "figures")} >= {
         "gradnorm.png", "learning_curves.png", "confusion_bah.png"}
-    assert not saved.exists() and (tmp_path / "trial").exists()
+    assert [p.name for p in saved.iterdir()] == [COMPLETED_MARKER]  # Ray still finds the folder it recorded
+    complete_trial(tracking, "stopped", "t1", tmp_path / "trial", checkpoint_figures)  # again: nothing to do
+    assert [p.name for p in saved.iterdir()] == [COMPLETED_MARKER]

@@ -17,6 +17,7 @@ never imports dashboards.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -43,7 +44,7 @@ from tuning.spaces import SearchSpace, SpaceError, load_space
 from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, RAY_STORAGE_TAG, TrackedRun, Tracking,
                              TrialFigures, child_run, git_commit, package_versions, parent_run, sweep_runs,
                              tracking_home)
-from tuning.trial import PERMANENT_FAILURE, TrialContext, run_trial
+from tuning.trial import COMPLETED_MARKER, PERMANENT_FAILURE, TrialContext, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
 
@@ -166,9 +167,11 @@ def complete_trial(tracking: Tracking, sweep: str, trial_id: str, trial_dir: Pat
     A trial that ASHA stopped before its last epoch never returned from its training loop, so
     could not log them: they are logged here from its last checkpoint's ``best``, on the trial's
     own feature store. Then the trial's Ray checkpoints (``last`` with the optimiser state, and
-    ``best``) are deleted: nothing resumes a trial Tune is done with, and promotion reads the
-    run's ``checkpoint/``. A failed trial's run may have no checkpoint (it never ended);
-    its ``error.txt`` stays in its folder.
+    ``best``) are emptied: nothing resumes a trial Tune is done with, and promotion reads the
+    run's ``checkpoint/``. The last one keeps only ``COMPLETED_MARKER`` (Ray Tune refuses to
+    restore a trial whose recorded checkpoint folder is gone, which a resume from an experiment
+    state saved just before this would ask of it). A failed trial's run may have no checkpoint
+    (it never ended); its ``error.txt`` stays in its folder.
     """
     run = child_run(tracking, sweep, trial_id)
     if run is None:
@@ -187,8 +190,13 @@ def complete_trial(tracking: Tracking, sweep: str, trial_id: str, trial_dir: Pat
             with tempfile.TemporaryDirectory(prefix="scd-figures-") as tmp:
                 draw(best, dev, training_history(saved[-1] / "last"), Path(tmp), f"({run.info.run_name})")
                 tracked.log_dir(Path(tmp), FIGURES_ARTIFACT)
-    for folder in saved:
+    for folder in saved[:-1]:
         shutil.rmtree(folder, ignore_errors=True)
+    if saved and not (saved[-1] / COMPLETED_MARKER).exists():
+        for item in saved[-1].iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        (saved[-1] / COMPLETED_MARKER).write_text(json.dumps({
+            "run_id": run.info.run_id, "why": "the trial is complete: its best model is its run's checkpoint/"}))
 
 
 class TrialCompletion(tune.Callback):

@@ -258,10 +258,6 @@ class TrackedRun:
     def log_dir(self, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
-    def artifacts(self) -> set[str]:
-        """The run's top-level artifact paths."""
-        return {a.path for a in self.client.list_artifacts(self.run_id)}
-
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 

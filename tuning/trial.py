@@ -35,8 +35,8 @@ from scd_core.evaluation import NonFiniteOutputError
 from scd_core.features import FeatureStoreError
 from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer
 from tuning.spaces import VARIANT, SearchSpace, SpaceError
-from tuning.tracking import (CHECKPOINT_ARTIFACT, Tracking, TrialFigures, TrialRun, git_commit, log_epoch,
-                             log_outputs, package_versions, training_tags)
+from tuning.tracking import (Tracking, TrialFigures, TrialRun, git_commit, log_epoch, log_outputs, package_versions,
+                             training_tags)
 
 
 # Errors that a retry from the last checkpoint would only repeat (same config, same data, same
@@ -44,6 +44,9 @@ from tuning.tracking import (CHECKPOINT_ARTIFACT, Tracking, TrialFigures, TrialR
 PERMANENT_ERRORS = (ConfigError, SpaceError, FeatureStoreError, CheckpointError, NonFiniteLossError,
                     NonFiniteOutputError)
 PERMANENT_FAILURE = "permanent_failure"
+# What a completed trial's last Ray checkpoint holds once the driver has emptied it: Ray Tune still
+# finds the folder it recorded (it refuses to restore a trial whose checkpoint folder is gone).
+COMPLETED_MARKER = "completed_trial.json"
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,16 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     if VARIANT in config:  # the row label of ablation tables
         run.set_tags({"variant": config[VARIANT]})
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None and not Path(checkpoint.path).exists():
-        # The driver deleted it once the trial was complete (tuning.sweep.complete_trial), but a sweep
-        # resumed from a state saved before that runs the trial again: it is done, its model in MLflow.
-        if CHECKPOINT_ARTIFACT in run.artifacts():
-            run.finish()
-            return
-        checkpoint = None  # nothing to continue from: the trial trains from its start
     workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
     if checkpoint is not None:  # a retry or a restored sweep: continue where the trial stopped
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, workdir, dirs_exist_ok=True)
+    if (workdir / COMPLETED_MARKER).exists():
+        # The driver emptied this checkpoint once the trial was complete (tuning.sweep.complete_trial);
+        # a sweep resumed from a state saved just before runs the trial again: it is done.
+        shutil.rmtree(workdir, ignore_errors=True)
+        run.finish()
+        return
     try:
         overrides = context.space.resolve(config, context.strategy)
         cfg = trial_config(overrides, context)
