@@ -190,7 +190,9 @@ def complete_trial(tracking: Tracking, sweep: str, trial_id: str, trial_dir: Pat
             with tempfile.TemporaryDirectory(prefix="scd-figures-") as tmp:
                 draw(best, dev, training_history(saved[-1] / "last"), Path(tmp), f"({run.info.run_name})")
                 tracked.log_dir(Path(tmp), FIGURES_ARTIFACT)
-    for folder in saved[:-1]:
+    # A trial resumed by a later driver runs in a new folder; the one before keeps the checkpoint it resumed from.
+    earlier = [c for c in trial_dir.parent.glob(f"*_{trial_id}_*/checkpoint_*") if c.parent != trial_dir]
+    for folder in saved[:-1] + earlier:
         shutil.rmtree(folder, ignore_errors=True)
     if saved and not (saved[-1] / COMPLETED_MARKER).exists():
         for item in saved[-1].iterdir():
