@@ -184,7 +184,9 @@ def test_sweep_logs_figures_tables_and_the_optuna_study(quick_sweep, tmp_path):
     assert {row["device"] for row in cost} == {"cpu"}  # the device the trials ran on, not the config's "auto"
     # Rows are named by the values each trial varied, rounded (Optuna samples long floats).
     labels = [row["trial"] for row in csv.DictReader((out / "ablation.csv").open())]
-    assert labels and all("dropout=" in label and not re.search(r"\d\.\d{5,}", label) for label in labels)
+    numbers = [float(x) for label in labels for x in re.findall(r"=(\d+\.\d+)", label)]
+    assert labels and all("dropout=" in label for label in labels)
+    assert numbers and all(x == float(f"{x:.4g}") for x in numbers), labels  # 4 significant digits at most
     best = min(runs, key=lambda r: r.data.metrics["mean_rank"])
     model, _ = load_model(client.download_artifacts(best.info.run_id, "checkpoint"))
     assert any(int(row["parameters"]) == count_parameters(model) for row in cost)
