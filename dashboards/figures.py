@@ -11,17 +11,22 @@ Every function returns a :class:`matplotlib.figure.Figure` and keeps no global s
   (paper Fig. 8).
 * :func:`pseudo_label_figure`: per epoch, the acceptance of each task's pseudo-labels and
   the class shares of the accepted ones (a majority class taking them all shows here).
+* :func:`parallel_coordinates_figure`: a sweep's trials, one line each across the objective
+  and the parameters they varied, coloured by the objective.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import textwrap
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: trials run on cluster nodes without a display
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -177,4 +182,89 @@ def pseudo_label_figure(history: Sequence[Mapping], title: str = "") -> Figure:
     return fig
 
 
-__all__ = ["confusion_figure", "correlation_figure", "gradnorm_figure", "learning_curves", "pseudo_label_figure"]
+# viridis without its light-yellow end: every trial's line stays dark enough to see on white.
+TRIAL_CMAP = LinearSegmentedColormap.from_list("viridis_dark",
+                                               matplotlib.colormaps["viridis"](np.linspace(0, 0.82, 64)))
+
+
+def _label(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _axis(values: Sequence[Any], log: bool) -> tuple[list[float], list[tuple[float, str]]]:
+    """Positions in [0, 1] of one parameter's values (None: missing) and its tick labels.
+
+    Numbers spread linearly (or on a log scale, also when they span two decades or more) between
+    their smallest and largest; anything
+    else (categories, modality lists) is spaced evenly in sorted order.
+    """
+    present = [v for v in values if v is not None]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+    if numeric and len(set(present)) > 1:
+        log = log or (min(present) > 0 and max(present) >= 100 * min(present))  # e.g. a grid of 1e-2, 1e-3, 1e-4
+        f = np.log10 if log else (lambda x: x)
+        low, high = f(min(present)), f(max(present))
+        pos = [None if v is None else float((f(v) - low) / (high - low)) for v in values]
+        ticks = sorted({v for v in present})
+        if len(ticks) > 5:  # a continuous parameter: its range and middle
+            ticks = [min(present), 10 ** ((low + high) / 2) if log else (low + high) / 2, max(present)]
+        labelled: list[tuple[float, str]] = []
+        for t in reversed(ticks):  # from the top; a value too close to the one above would overwrite it
+            at = float((f(t) - low) / (high - low))
+            if not labelled or labelled[-1][0] - at >= 0.06:
+                labelled.append((at, _label(t)))
+        return pos, labelled
+    levels = sorted({str(v) for v in present}, key=lambda x: (len(x), x) if numeric else x)
+    step = 1 / (len(levels) - 1) if len(levels) > 1 else 0
+    where = {level: 0.5 if len(levels) == 1 else i * step for i, level in enumerate(levels)}
+    return [None if v is None else where[str(v)] for v in values], [(where[level], level) for level in levels]
+
+
+def parallel_coordinates_figure(params: Sequence[Mapping[str, Any]], scores: Sequence[float], names: Sequence[str],
+                                objective: str, log_scale: Sequence[str] = (), title: str = "",
+                                definition: str = "") -> Figure:
+    """A sweep's trials as lines across the objective axis and one axis per parameter.
+
+    ``params[i]`` (name -> value, a name may be missing) and ``scores[i]`` describe trial ``i``;
+    ``names`` are the parameter axes, ``log_scale`` those drawn on a log scale, ``objective`` names
+    the score (its axis and the colour bar) and ``definition`` says what it is (under the axes).
+    Every trial is one line coloured by its score (a colour map with no white end, the best drawn
+    on top), each axis has its values written beside it, and the labels stay clear of the colour bar.
+    """
+    columns = [(objective, list(map(float, scores)), False)] + \
+        [(name, [p.get(name) for p in params], name in log_scale) for name in names]
+    axes = [_axis(values, log) for _, values, log in columns]
+    longest = max((len(label) for _, ticks in axes for _, label in ticks), default=4)
+    rows = max((len(ticks) for _, ticks in axes), default=2)
+    width = max(7.0, 1.3 * len(columns) + 0.06 * longest + 2.5)
+    # White and matplotlib's defaults whatever the global style (Optuna's plots switch pyplot to ggplot's grey).
+    fig = Figure(figsize=(width, max(4.5, 0.2 * rows + 2.5)), layout="constrained", facecolor="white")
+    ax = fig.subplots()
+    ax.set_facecolor("white")
+    ax.grid(False)
+    norm = Normalize(min(scores), max(scores)) if max(scores) > min(scores) else Normalize(min(scores) - 1e-9,
+                                                                                            max(scores) + 1e-9)
+    x = np.arange(len(columns), dtype=float)
+    for i in np.argsort(scores):  # the best trials last: on top
+        y = np.array([np.nan if pos[i] is None else pos[i] for pos, _ in axes], dtype=float)
+        ax.plot(x, y, color=TRIAL_CMAP(norm(scores[i])), lw=1.6, marker="o", ms=3, alpha=0.9)
+    for j, (_, ticks) in enumerate(axes):
+        ax.axvline(j, color="0.55", lw=0.8, zorder=0)
+        for pos, label in ticks:  # on an opaque box: the lines leaving the axis pass under it
+            ax.text(j + 0.05, pos, label, fontsize=7, va="center", ha="left", clip_on=False, zorder=5,
+                    color="black", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
+    ax.set_xticks(x, [name for name, _, _ in columns], rotation=20, ha="right", fontsize=8, color="black")
+    ax.set_xlim(-0.15, len(columns) - 0.6)
+    ax.set_ylim(-0.06, 1.06)
+    ax.set_yticks([])
+    ax.set_xlabel(textwrap.fill(definition, int((width - 1.5) * 13)), fontsize=8, color="black")  # fits the width
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title or f"Parallel coordinates of {len(scores)} trials", color="black")
+    bar = fig.colorbar(ScalarMappable(norm, TRIAL_CMAP), ax=ax, pad=0.02)
+    bar.set_label(objective, fontsize=8)
+    return fig
+
+
+__all__ = ["confusion_figure", "correlation_figure", "gradnorm_figure", "learning_curves",
+           "parallel_coordinates_figure", "pseudo_label_figure"]

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import optuna
 import torch
 import yaml
@@ -35,22 +36,32 @@ from mlflow.entities import Run
 from scd_core.tables import Table
 from scd_core.baselines import trivial_baselines
 from scd_core.checkpoint import load_model
-from scd_core.evaluation import REPORTED_METRICS, interval_report, selection_metrics
+from dashboards.figures import parallel_coordinates_figure
+from scd_core.evaluation import REPORTED_METRICS, TASK_METRICS, interval_report, selection_metrics
 from scd_core.features import Manifest
 from scd_core.data import load_eval_splits
 from tuning.leaderboard import build_leaderboard, latest_sweep, varied_parameters
 from tuning.spaces import VARIANT, SearchSpace
-from tuning.tracking import CHILD, PARENT, Tracking, sweep_runs
+from tuning.tracking import CHECKPOINT_ARTIFACT, CHILD, PARENT, Tracking, sweep_runs
 
 SPACE_ARTIFACT = "space.yaml"
 
 
+def _short(tag: str) -> str:
+    """A parameter value as a row label shows it: floats to 4 significant digits."""
+    try:
+        value = yaml.safe_load(tag)
+    except yaml.YAMLError:  # not a number, whatever it is
+        return tag
+    return f"{value:.4g}" if isinstance(value, float) else tag
+
+
 def trial_label(run: Run, varied: list[str]) -> str:
-    """How a trial is named in tables: its variant, else the values it varied, else its name."""
+    """How a trial is named in tables: its variant, else the values it varied (rounded), else its name."""
     tags = run.data.tags
     if "variant" in tags:
         return tags["variant"]
-    values = [f"{k.rsplit('.', 1)[-1]}={tags[f'override.{k}']}" for k in varied if f"override.{k}" in tags]
+    values = [f"{k.rsplit('.', 1)[-1]}={_short(tags[f'override.{k}'])}" for k in varied if f"override.{k}" in tags]
     return ", ".join(values) or tags.get("mlflow.runName", run.info.run_id[:8])
 
 
@@ -84,7 +95,7 @@ def cost_table(tracking: Tracking, runs: list[Run], labels: dict[str, str]) -> T
             "size_mb": m.get("model/size_mb"),
             "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
             "epochs": len(seconds),
-            "device": run.data.params.get("device"),
+            "device": run.data.tags.get("device", run.data.params.get("device")),  # the one used, not "auto"
         })
     rows.sort(key=lambda r: r["parameters"] or 0)
     return Table("Computational cost (paper Table 17)", list(rows[0]) if rows else ["trial"], rows,
@@ -107,10 +118,13 @@ def comparison_table(tracking: Tracking, board: Table, features: str | Path, top
     """
     client = tracking.client()
     ranked = sorted((r for r in board.rows if r.get("mean_rank") is not None), key=lambda r: r["mean_rank"])
-    rows, modalities = [], None
+    rows, modalities, gone = [], None, []
     with tempfile.TemporaryDirectory() as tmp:
         for entry in ranked[:top_k]:
-            path = client.download_artifacts(entry["run_id"], "checkpoint", tmp)
+            if not any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(entry["run_id"])):
+                gone.append(entry.get("label", entry["trial"]))  # removed by python -m tuning.cleanup
+                continue
+            path = client.download_artifacts(entry["run_id"], CHECKPOINT_ARTIFACT, tmp)
             model, spec = load_model(path)
             modalities = spec.config.data.modalities
             store = spec.config.data.features or features
@@ -127,7 +141,9 @@ def comparison_table(tracking: Tracking, board: Table, features: str | Path, top
     return Table("Test-set comparison with bootstrap 95% intervals (paper Table 2 layout)",
                  ["model", "mean_rank (dev)", *present], rows,
                  [f"Test splits of each trial's own feature store (baselines: {features}); percentile bootstrap "
-                  f"over rows, {n_resamples} resamples, seed {seed}."])
+                  f"over rows, {n_resamples} resamples, seed {seed}."]
+                 + ([f"Not evaluated, their checkpoint was removed (python -m tuning.cleanup): {', '.join(gone)}."]
+                    if gone else []))
 
 
 def study_from_runs(runs: list[Run], space: SearchSpace) -> optuna.Study:
@@ -175,30 +191,42 @@ def _choice(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def sweep_figures(study: optuna.Study) -> tuple[dict[str, Any], list[str]]:
-    """Parameter importance and parallel coordinates; returns (file -> figure, why any is missing).
+OBJECTIVE = "best dev score"  # what every trial is scored by (its best epoch's dev_score)
 
-    Optuna draws them on pyplot figures: :func:`write_report` saves and closes them.
-    """
+
+def objective_definition(runs: list[Run]) -> str:
+    """What the sweep's score averages, named by the metrics the trials have."""
+    groups = [[m for m in TASK_METRICS[task] if any(f"best/{m}" in r.data.metrics for r in runs)]
+              for task in TASK_METRICS]
+    return f"{OBJECTIVE} = mean over tasks of " + ", ".join(f"({' + '.join(g)}) / {len(g)}" for g in groups if g)
+
+
+def sweep_figures(study: optuna.Study, definition: str = "") -> tuple[dict[str, Any], list[str]]:
+    """Parameter importance (Optuna's fANOVA plot) and the parallel coordinates of the trials
+    (:func:`dashboards.figures.parallel_coordinates_figure`); returns (file -> figure, why any is
+    missing). Optuna draws on pyplot figures: :func:`write_report` saves and closes them."""
     from optuna.visualization import matplotlib as ovm
 
     figures, missing = {}, []
     complete = [t for t in study.trials if t.params]
-    varied = {k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1}
+    varied = sorted({k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1})
     if len(complete) < 2 or not varied:
-        return {}, [f"no parameter importance: {len(complete)} finished trial(s), {len(varied)} varied parameter(s)"]
+        return {}, [f"no sweep figures: {len(complete)} finished trial(s), {len(varied)} varied parameter(s)"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for name, plot in (("param_importance.png", ovm.plot_param_importances),
-                           ("parallel_coordinates.png", ovm.plot_parallel_coordinate)):
-            try:
-                ax = plot(study, params=sorted(varied))
-            except (ValueError, RuntimeError) as err:  # e.g. fANOVA on too few distinct trials
-                missing.append(f"no {name}: {err}")
-                continue
+        try:
+            with matplotlib.rc_context():  # Optuna switches pyplot to its ggplot style: not beyond this plot
+                ax = ovm.plot_param_importances(study, params=varied, target_name=OBJECTIVE)
             ax.figure.set_size_inches(10, 5)
             ax.figure.tight_layout()  # Optuna's layout clips long parameter names
-            figures[name] = ax.figure
+            figures["param_importance.png"] = ax.figure
+        except (ValueError, RuntimeError) as err:  # e.g. fANOVA on too few distinct trials
+            missing.append(f"no param_importance.png: {err}")
+    log = {name for t in complete for name, dist in t.distributions.items()
+           if isinstance(dist, optuna.distributions.FloatDistribution) and dist.log}
+    figures["parallel_coordinates.png"] = parallel_coordinates_figure(
+        [t.params for t in complete], [t.value for t in complete], varied, OBJECTIVE, sorted(log),
+        f"{study.study_name}: {len(complete)} trials", definition)
     return figures, missing
 
 
@@ -214,7 +242,7 @@ def build_report(tracking: Tracking, sweep: str, space: SearchSpace, features: s
     tables = {"leaderboard": board, "ablation": ablation_table(board), "cost": cost_table(tracking, runs, labels)}
     if top_k > 0 and any(r.get("mean_rank") is not None for r in board.rows):
         tables["comparison"] = comparison_table(tracking, board, features, top_k, n_resamples)
-    figures, notes = sweep_figures(study_from_runs(runs, space))
+    figures, notes = sweep_figures(study_from_runs(runs, space), objective_definition(runs))
     return tables, figures, notes
 
 

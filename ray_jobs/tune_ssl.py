@@ -5,8 +5,9 @@
         python ray_jobs/tune_ssl.py --space search_spaces/table16_ssl.yaml --features /shared/features \\
         --storage-path /shared/ray_results --tracking-uri http://127.0.0.1:5000
 
-Without RAY_ADDRESS/--address a local Ray starts; under ``ray job submit`` the job joins the
-cluster. ``--resume --name NAME`` continues an interrupted sweep.
+Without RAY_ADDRESS/--address a local Ray starts, even beside a cluster that ``ray start`` runs
+on this machine; under ``ray job submit`` the job joins the cluster. It prints which Ray it runs
+on (address, nodes, CPUs, GPUs). ``--resume --name NAME`` continues an interrupted sweep.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--report-top-k", type=int, default=d.report_top_k,
                    help="trials compared on the test splits in the report")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray, never a "
+                                      "cluster that `ray start` left running here)")
     add_debug_flag(p)
     p.add_argument("overrides", nargs="*", help="section.field=value applied to every trial")
     return p

@@ -3,9 +3,13 @@
 These start Ray heads with the `ray` CLI, as a user would (see README "Running on a cluster").
 """
 
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,6 +50,7 @@ def test_ray_job_submit_runs_the_main_job(head, tmp_path, demo_store):
     )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout and "sweep submitted: 2 trials, 0 failed" in job.stdout
+    assert "Ray: joined the cluster at" in job.stdout and "1 node, 1 CPUs" in job.stdout  # the job says where it ran
     runs = trial_runs(uri, "submitted")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert all("dev/mosei_mmf1" in r.data.metrics and "mean_rank" in r.data.metrics for r in runs)
@@ -108,6 +113,74 @@ def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store):
     assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.status, r.data.tags.get("failure_reason")) for r in runs]
     assert "sweep nodes: 3 trials, 0 failed" in out
+
+
+def processes_under(folder: str) -> list:
+    """The processes whose command line names ``folder`` (a Ray started there: its GCS, raylet, agents)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if any(folder in part for part in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, demo_store):
+    """After the README's `ray start --head`, a `tune_ssl.py` without --address or RAY_ADDRESS does
+    not join that cluster (a bare ray.init() would: Ray reads the address `ray start` wrote); it
+    starts a local Ray and says so. --address joins, and says so too."""
+    import psutil
+    import ray
+
+    ray.shutdown()
+    # RAY_TMPDIR of its own: the current-cluster file `ray start` writes, and every process of
+    # this head, stay apart from other Rays on the machine (a short path: Ray's sockets live there).
+    ray_tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
+    token = tmp_path / "ray_token"  # Ray 2.60 guards a `ray start` cluster with a token: the README's
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**{k: v for k, v in ENV.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    port = free_port()
+    try:
+        started = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                                  "--include-dashboard=false", "--num-cpus=1", "--disable-usage-stats", *agent_ports()],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        if started.returncode != 0:
+            pytest.skip(f"`ray start --head` failed here: {started.stderr[-1500:]}")
+        current = Path(ray_tmp, "ray", "ray_current_cluster")
+        assert current.read_text().strip() == f"127.0.0.1:{port}"  # what a bare ray.init() would join
+        space = tmp_path / "one.yaml"
+        space.write_text(yaml.safe_dump({"name": "one", "strategy": "grid", "parameters": {"model.dropout": [0.0]},
+                                         "fixed": {"model.hidden_dim": 16, "model.out_features": 16,
+                                                   "model.num_heads": 2, "optim.epochs": 1}}))
+        sweep = subprocess.run(
+            [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", str(space), "--features",
+             str(demo_store), "--name", "plain", "--storage-path", str(tmp_path / "ray"), "--tracking-uri",
+             f"sqlite:///{tmp_path / 'mlflow.db'}", "--max-concurrent", "1", "--no-asha", "--report-top-k", "0"],
+            env=env, capture_output=True, text=True, timeout=400)
+        assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+        [line] = [x for x in sweep.stdout.splitlines() if x.startswith("Ray: ")]
+        assert line.startswith("Ray: started a local Ray") and f":{port}," not in line, line
+        assert "1 node," in line
+        [trial] = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "plain")
+        assert trial.info.status == "FINISHED"
+
+        joined = subprocess.run([sys.executable, "-c", "from tuning.local_ray import start_ray; "
+                                 f"start_ray('127.0.0.1:{port}', log_to_driver=False)"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert f"Ray: joined the cluster at 127.0.0.1:{port}: GCS 127.0.0.1:{port}, 1 node, 1 CPUs, 0 GPUs" \
+            in joined.stdout, joined.stdout + joined.stderr[-2000:]
+    finally:
+        procs = processes_under(ray_tmp)
+        for proc in procs:  # this head's processes only, by id (`ray stop` would stop every Ray here)
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "real_text").exists(), reason="../shared/data/real_text is absent")

@@ -48,7 +48,7 @@ def one_line_error(capsys) -> str:
 def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, demo_store, capsys):
     main = entry_point("train").main
     out = tmp_path / "run"
-    args = ["--features", str(demo_store), "--output", str(out), *TINY]
+    args = ["--features", str(demo_store), "--output", str(out), "--no-tracking", *TINY]
     assert main(args) == 0
     before = digest(out)
     assert {"best/model.safetensors", "last/state.json"} <= set(before)
@@ -67,7 +67,8 @@ def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, demo_store, caps
 def test_train_runs_with_the_threads_it_is_given(tmp_path, demo_store, capsys):
     main = entry_point("train").main
     before = torch.get_num_threads()
-    assert main(["--features", str(demo_store), "--output", str(tmp_path / "run"), "--threads", "2", *TINY]) == 0
+    assert main(["--features", str(demo_store), "--output", str(tmp_path / "run"), "--threads", "2", "--no-tracking",
+                 *TINY]) == 0
     assert "on cpu with 2 torch threads" in capsys.readouterr().out
     assert torch.get_num_threads() == before  # the caller's setting is restored
 

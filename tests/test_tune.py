@@ -22,6 +22,7 @@ from scd_core.evaluation import predict
 from scd_core.features import load_split
 from tuning.promote import ALIAS, MODEL_NAME, choose_run, fetch_model, promote
 from tuning.sweep import SweepSettings, run_sweep
+from tuning.trial import COMPLETED_MARKER
 from tuning.tracking import Tracking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,11 @@ def local_ray():
 def write_space(path: Path, **body) -> str:
     path.write_text(yaml.safe_dump({"name": path.stem, **body}))
     return str(path)
+
+
+def left_in_checkpoints(experiment: Path) -> set[str]:
+    """What the Ray checkpoints of a sweep's trials still hold (names of files and folders)."""
+    return {p.name for p in experiment.glob("*/checkpoint_*/*")}
 
 
 def children(tracking: Tracking, sweep: str):
@@ -74,6 +80,9 @@ def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_
     # Pseudo-label class shares: logged for every epoch where a task accepted any pseudo-label.
     assert any(k.startswith("pl/") for r in runs for k in r.data.metrics)
     assert max(len(client.get_metric_history(r.info.run_id, "dev_score")) for r in runs) == 2
+    # Each trial's best model is in its run and no Ray checkpoint is left, ASHA-stopped trials' included.
+    assert all(len(client.list_artifacts(r.info.run_id, "checkpoint")) == 2 for r in runs)
+    assert left_in_checkpoints(Path(s.storage_path) / "quick") == {COMPLETED_MARKER}
 
     done = promote(tracking, choose_run(tracking, "quick"), tmp_path / "export")
     version = client.get_model_version_by_alias(MODEL_NAME, ALIAS)
@@ -106,6 +115,8 @@ def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store):
     ablation = result.tracking.client().download_artifacts(result.parent_run_id, "report/ablation.csv", str(tmp_path))
     labels = {row["trial"] for row in csv.DictReader(open(ablation))}
     assert labels == {r.data.tags["variant"] for r in runs} and "baseline" in labels
+    # ... and so does MLflow: each run is named after its variant.
+    assert {r.data.tags["mlflow.runName"] for r in runs} == {"baseline", "model.dropout=0.2", "optim.lr=0.003"}
 
 
 def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store):
@@ -160,6 +171,12 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     assert {r.info.run_id for r in finished_before} <= {r.info.run_id for r in runs}
     dropouts = sorted(r.data.params["model.dropout"] for r in runs)
     assert dropouts == ["0.0", "0.05", "0.1", "0.15"]
+    # Every trial's best model reached MLflow once, and no Ray checkpoint outlives its trial.
+    client = tracking.client()
+    logged = {r.data.params["model.dropout"]: {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
+              for r in runs}
+    assert all(paths == {"checkpoint/model.safetensors", "checkpoint/config.json"} for paths in logged.values()), logged
+    assert left_in_checkpoints(tmp_path / "ray" / "resume") == {COMPLETED_MARKER}
 
 
 def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store):
@@ -208,3 +225,89 @@ def test_each_trial_reads_its_own_feature_store(tmp_path, demo_store, monkeypatc
     table = client.download_artifacts(result.parent_run_id, "report/comparison.csv", str(tmp_path))
     models = {row["model"] for row in csv.DictReader(open(table))}
     assert {"narrow", "wide"} <= models
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_path, demo_store, capsys):
+    """Disk: a finished trial leaves its best model (weights + config) and figures in MLflow and no
+    Ray checkpoint (``last`` with the optimiser state and ``best`` are gone); promotion works from
+    that; ``tuning.cleanup`` removes the Ray folder and the unpromoted checkpoints, never the champion's."""
+    from tuning.cleanup import main as cleanup_main
+    from tuning.cleanup import plan_cleanup
+
+    space = write_space(tmp_path / "disk.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},
+                        parameters={"model.dropout": [0.0, 0.1]})
+    result = run_sweep(settings(tmp_path, demo_store, space, name="disk", asha=False, report_top_k=0),
+                       SWEEP_OUTPUTS)
+    tracking, client = result.tracking, result.tracking.client()
+    runs = children(tracking, "disk")
+    assert len(runs) == 2
+    folder = tmp_path / "ray" / "disk"
+    for run in runs:
+        kept = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert kept == {"checkpoint/model.safetensors", "checkpoint/config.json"}  # no optimiser state
+        assert len(client.list_artifacts(run.info.run_id, "figures")) >= 5
+    model_bytes = (Path(runs[0].info.artifact_uri.removeprefix("file://")) / "checkpoint" / "model.safetensors") \
+        .stat().st_size
+    # A trial's last Ray checkpoint alone held the model twice (best, last) and the optimiser state
+    # (Adam: two more copies); what is left per trial is its results, smaller than one model.
+    assert left_in_checkpoints(folder) == {COMPLETED_MARKER}
+    assert all(folder_bytes(trial) < model_bytes for trial in folder.glob("run_trial_*"))
+
+    champion = min(runs, key=lambda r: r.data.metrics["mean_rank"])
+    other = next(r for r in runs if r.info.run_id != champion.info.run_id)
+    promote(tracking, champion.info.run_id, tmp_path / "export")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = folder_bytes(folder)
+    assert cleanup_main(["--sweep", "disk", "--tracking-uri", uri]) == 0  # a dry run by default
+    said = capsys.readouterr().out
+    assert "would remove" in said and str(folder) in said and "1 trial run(s) not registered" in said
+    assert f"run {champion.info.run_id} ({MODEL_NAME} version 1 (champion))" in said
+    assert folder_bytes(folder) == before and client.list_artifacts(other.info.run_id, "checkpoint")
+    plan = plan_cleanup(tracking, "disk")
+    assert plan.ray_folder == folder and list(plan.checkpoints) == [other.info.run_id]
+    assert plan.checkpoints[other.info.run_id] >= model_bytes
+
+    assert cleanup_main(["--sweep", "disk", "--tracking-uri", uri, "--delete"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert not folder.exists()
+    assert client.list_artifacts(other.info.run_id, "checkpoint") == []
+    assert client.list_artifacts(other.info.run_id, "figures")  # what one looks at stays
+    assert "tuning.cleanup" in client.get_run(other.info.run_id).data.tags["checkpoint_removed"]
+    model, _ = load_model(fetch_model(f"models:/{MODEL_NAME}@{ALIAS}", tracking))  # the champion is intact
+    assert len(client.list_artifacts(champion.info.run_id, "checkpoint")) == 2
+    with pytest.raises(LookupError, match="removed by python -m tuning.cleanup"):
+        promote(tracking, other.info.run_id, tmp_path / "export2")
+    assert cleanup_main(["--sweep", "disk", "--tracking-uri", uri]) == 0  # nothing left to remove
+    assert "already gone" in capsys.readouterr().out and plan_cleanup(tracking, "disk").total_bytes == 0
+
+
+def test_a_stopped_trial_gets_its_model_and_figures_from_its_last_ray_checkpoint(tmp_path, demo_store):
+    """ASHA stops a trial inside its training loop, so the trial cannot log its best model: the
+    driver does, from the trial's last Ray checkpoint, then deletes that checkpoint."""
+    from dashboards.trial_figures import checkpoint_figures
+    from scd_core.config import load_config
+    from scd_core.data import load_training_data
+    from scd_core.trainer import Trainer
+    from tuning.sweep import complete_trial
+    from tuning.tracking import TrialRun, parent_run
+
+    cfg = load_config(None, [f"{k}={v}" for k, v in {**SMALL, "optim.epochs": 1}.items()] +
+                      [f"data.features={demo_store}"])
+    saved = tmp_path / "trial" / "checkpoint_000000"  # a Ray trial folder's checkpoint, as tune.report leaves it
+    Trainer(cfg, load_training_data(cfg, demo_store, torch.device("cpu")), saved).fit()
+    tracking = Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = TrialRun(tracking, "stopped", parent_run(tracking, "stopped", {}), "t1", "t1", {})
+    complete_trial(tracking, "stopped", "t1", tmp_path / "trial", checkpoint_figures)
+    client = tracking.client()
+    assert {a.path for a in client.list_artifacts(run.run_id, "checkpoint")} == {
+        "checkpoint/model.safetensors", "checkpoint/config.json"}
+    assert {Path(a.path).name for a in client.list_artifacts(run.run_id, "figures")} >= {
+        "gradnorm.png", "learning_curves.png", "confusion_bah.png"}
+    assert [p.name for p in saved.iterdir()] == [COMPLETED_MARKER]  # Ray still finds the folder it recorded
+    complete_trial(tracking, "stopped", "t1", tmp_path / "trial", checkpoint_figures)  # again: nothing to do
+    assert [p.name for p in saved.iterdir()] == [COMPLETED_MARKER]

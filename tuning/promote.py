@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from scd_core.evaluation import selection_metrics
 from tuning.leaderboard import build_leaderboard
 from tuning.mlflow_model import checkpoint_dir, log_mlflow_model
-from tuning.tracking import Tracking
+from tuning.tracking import CHECKPOINT_ARTIFACT, CHECKPOINT_REMOVED_TAG, Tracking
 
 MODEL_NAME = "scd-mmpsr"
 ALIAS = "champion"
@@ -78,8 +78,11 @@ def promote(tracking: Tracking, run_id: str, export_dir: str | Path | None = Non
     checkpoint directory. Raises ``ChampionIsBetter`` (see the module docstring)."""
     client = tracking.client()
     run = client.get_run(run_id)
-    if not any(f.path == "checkpoint" for f in client.list_artifacts(run_id)):
-        raise LookupError(f"run {run_id} has no 'checkpoint' artifact (did any epoch finish?)")
+    if not any(f.path == CHECKPOINT_ARTIFACT for f in client.list_artifacts(run_id)):
+        if CHECKPOINT_REMOVED_TAG in run.data.tags:
+            raise LookupError(f"run {run_id} has no checkpoint any more: it was removed "
+                              f"{run.data.tags[CHECKPOINT_REMOVED_TAG]}")
+        raise LookupError(f"run {run_id} has no '{CHECKPOINT_ARTIFACT}' artifact (did its training end?)")
     if client.search_registered_models(f"name = '{model_name}'") == []:
         client.create_registered_model(model_name,
                                        description="SCD-MMPSR MCDM: pyfunc models over safetensors checkpoints")
@@ -90,7 +93,7 @@ def promote(tracking: Tracking, run_id: str, export_dir: str | Path | None = Non
     mlflow.set_tracking_uri(tracking.uri)
     tags = {k: v for k, v in run.data.tags.items() if k in ("sweep", "trial_id", "git_commit", "manifest_hash")}
     with tempfile.TemporaryDirectory(prefix="scd-promote-") as tmp:
-        checkpoint = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint", dst_path=tmp)
+        checkpoint = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=tmp)
         if registered:  # promoted before: the same version becomes the champion again
             version = max(registered, key=lambda v: int(v.version))
         else:

@@ -6,6 +6,10 @@ chooses them, ASHA stops weak ones early, MLflow records everything.
 ``storage_path/name``: finished trials are kept, unfinished ones continue from their last
 checkpoint, and every trial keeps its MLflow run.
 
+On disk a sweep keeps the Ray checkpoints of its unfinished trials only: when Ray Tune is done
+with a trial, its best model and figures are in its MLflow run and its Ray checkpoints are
+deleted (:class:`TrialCompletion`); ``python -m tuning.cleanup`` frees a finished sweep.
+
 Figures and the sweep report are drawn by ``dashboards``, which sits above this package:
 the entry point hands its drawing functions in (:class:`SweepOutputs`), so that tuning
 never imports dashboards.
@@ -13,7 +17,9 @@ never imports dashboards.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -35,9 +41,10 @@ from scd_core.tables import Table
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, SpaceError, load_space
-from tuning.tracking import (CHILD, Tracking, child_run, git_commit, package_versions, parent_run, sweep_runs,
+from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, RAY_STORAGE_TAG, TrackedRun, Tracking,
+                             TrialFigures, child_run, git_commit, package_versions, parent_run, sweep_runs,
                              tracking_home)
-from tuning.trial import PERMANENT_FAILURE, TrialContext, TrialFigures, run_trial
+from tuning.trial import COMPLETED_MARKER, PERMANENT_FAILURE, TrialContext, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
 
@@ -153,23 +160,63 @@ class SweepResult:
         return self.num_trials > 0 and self.num_errors == self.num_trials
 
 
-def log_missing_figures(results: tune.ResultGrid, tracking: Tracking, sweep: str, draw: TrialFigures) -> None:
-    """Figures for the trials that ASHA stopped before their last epoch (their training loop
-    never returned, so they could not draw them), from their last checkpoint and on the
-    trial's own feature store."""
+def complete_trial(tracking: Tracking, sweep: str, trial_id: str, trial_dir: Path, draw: TrialFigures | None) -> None:
+    """What a trial leaves once Ray Tune is done with it: its run's best model and figures, its Ray
+    checkpoints gone.
+
+    A trial that ASHA stopped before its last epoch never returned from its training loop, so
+    could not log them: they are logged here from its last checkpoint's ``best``, on the trial's
+    own feature store. Then the trial's Ray checkpoints (``last`` with the optimiser state, and
+    ``best``) are emptied: nothing resumes a trial Tune is done with, and promotion reads the
+    run's ``checkpoint/``. The last one keeps only ``COMPLETED_MARKER`` (Ray Tune refuses to
+    restore a trial whose recorded checkpoint folder is gone, which a resume from an experiment
+    state saved just before this would ask of it). A failed trial's run may have no checkpoint
+    (it never ended); its ``error.txt`` stays in its folder.
+    """
+    run = child_run(tracking, sweep, trial_id)
+    if run is None:
+        return
     client = tracking.client()
-    for result in results:
-        run = child_run(tracking, sweep, str(result.metrics.get("trial_id")))
-        if run is None or result.error or result.checkpoint is None or client.list_artifacts(run.info.run_id, "figures"):
-            continue
-        with result.checkpoint.as_directory() as saved, tempfile.TemporaryDirectory() as tmp:
-            best = Path(saved) / "best"
-            if not best.exists():
-                continue
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    saved = sorted(trial_dir.glob("checkpoint_*"))  # Ray keeps one (CheckpointConfig(num_to_keep=1))
+    best = saved[-1] / "best" if saved else None
+    if run.info.status != "FAILED" and best is not None and best.exists():
+        tracked = TrackedRun(client, run.info.run_id)
+        if CHECKPOINT_ARTIFACT not in logged:
+            tracked.log_dir(best, CHECKPOINT_ARTIFACT)
+        if draw is not None and FIGURES_ARTIFACT not in logged:
             config = load_spec(best).config
             dev = load_eval_splits(config, config.data.features, "dev", torch.device("cpu"))
-            draw(best, dev, training_history(Path(saved) / "last"), tmp, f"({run.info.run_name})")
-            client.log_artifacts(run.info.run_id, tmp, "figures")
+            with tempfile.TemporaryDirectory(prefix="scd-figures-") as tmp:
+                draw(best, dev, training_history(saved[-1] / "last"), Path(tmp), f"({run.info.run_name})")
+                tracked.log_dir(Path(tmp), FIGURES_ARTIFACT)
+    # A trial resumed by a later driver runs in a new folder; the one before keeps the checkpoint it resumed from.
+    earlier = [c for c in trial_dir.parent.glob(f"*_{trial_id}_*/checkpoint_*") if c.parent != trial_dir]
+    for folder in saved[:-1] + earlier:
+        shutil.rmtree(folder, ignore_errors=True)
+    if saved and not (saved[-1] / COMPLETED_MARKER).exists():
+        for item in saved[-1].iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        (saved[-1] / COMPLETED_MARKER).write_text(json.dumps({
+            "run_id": run.info.run_id, "why": "the trial is complete: its best model is its run's checkpoint/"}))
+
+
+class TrialCompletion(tune.Callback):
+    """Runs :func:`complete_trial` for each trial as Ray Tune finishes with it, so that a sweep's
+    disk holds the checkpoints of its running trials only."""
+
+    def __init__(self, tracking: Tracking, sweep: str, draw: TrialFigures | None) -> None:
+        self.tracking, self.sweep, self.draw = tracking, sweep, draw
+
+    def _complete(self, trial) -> None:
+        if trial.path is not None:  # None: a trial that never started has no folder
+            complete_trial(self.tracking, self.sweep, trial.trial_id, Path(trial.path), self.draw)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._complete(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._complete(trial)
 
 
 def validate_store_once(features: Path) -> Manifest:
@@ -231,9 +278,11 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
     parent_id = parent_run(tracking, name, {
         "space": space.name, "strategy": strategy, "git_commit": git_commit(),
         "manifest_hash": manifest.digest(), "features": str(features), **package_versions(),
+        RAY_STORAGE_TAG: str(storage / name),  # what tuning.cleanup removes
     })
     with runs_marked_failed_on_error(tracking, name, parent_id):
-        start_ray(settings.address, log_to_driver=True)
+        cluster = start_ray(settings.address, log_to_driver=True)
+        tracking.client().set_tag(parent_id, "ray_cluster", cluster.removeprefix("Ray: "))
 
         # Settings applied after the space's values, so the command line wins (e.g. --epochs).
         cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
@@ -270,13 +319,14 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
                     storage_path=str(storage),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                    callbacks=[MlflowStatusCallback(tracking, name), NoRetryOfPermanentFailures()],
+                    callbacks=[MlflowStatusCallback(tracking, name), NoRetryOfPermanentFailures(),
+                               TrialCompletion(tracking, name, outputs.trial_figures)],
                     verbose=1,
                 ),
             )
         results = tuner.fit()
-        if outputs.trial_figures is not None:
-            log_missing_figures(results, tracking, name, outputs.trial_figures)
+        for done in results:  # trials finished before a killed driver could complete them
+            complete_trial(tracking, name, str(done.metrics.get("trial_id")), Path(done.path), outputs.trial_figures)
         board = publish_leaderboard(tracking, name)
         if outputs.report is not None:
             outputs.report(tracking, name, space, features, settings.report_top_k)
@@ -290,4 +340,4 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
 
 
 __all__ = ["MlflowStatusCallback", "NoRetryOfPermanentFailures", "SweepOutputs", "SweepReport", "SweepResult",
-           "SweepSettings", "run_sweep"]
+           "SweepSettings", "TrialCompletion", "complete_trial", "run_sweep"]

@@ -1,7 +1,10 @@
-"""MLflow tracking of sweeps: one parent run per sweep, one child run per trial.
+"""MLflow tracking of sweeps (one parent run per sweep, one child run per trial) and of single
+trainings (``ray_jobs/train.py``: one run each, role ``train``).
 
 Runs are found again by tags (``sweep``, ``role``, ``trial_id``), so a resumed sweep or a
-retried trial continues its own run instead of creating a duplicate. The embedded
+retried trial continues its own run instead of creating a duplicate. A trial and a training
+log the same things through the same functions (:func:`log_epoch`, :func:`training_tags`,
+:meth:`TrackedRun.log_model_size`, ``tuning.trial.log_outputs``). The embedded
 default is a SQLite store with artifacts next to it under the platform's home folder
 (``tracking_home``), never in a temporary Ray directory.
 """
@@ -11,20 +14,32 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from scd_core.config import flatten
+from scd_core.features import CorpusTensors
+from scd_core.model import count_parameters, size_mb
+
+if TYPE_CHECKING:
+    from scd_core.data import TrainingData
+    from scd_core.trainer import EpochReport
 
 EXPERIMENT = "scd-mmpsr"
-PARENT, CHILD = "sweep", "trial"
+PARENT, CHILD, TRAIN = "sweep", "trial", "train"  # the ``role`` tag of each kind of run
+CHECKPOINT_ARTIFACT, FIGURES_ARTIFACT = "checkpoint", "figures"  # a run's best model and its figures
+RAY_STORAGE_TAG = "ray_storage"  # the sweep run's tag naming its Ray Tune folder (tuning.cleanup removes it)
+CHECKPOINT_REMOVED_TAG = "checkpoint_removed"  # on a run whose checkpoint/ tuning.cleanup removed (says when)
 # MLflow 3's UI opens an experiment on its GenAI overview unless it is told it holds
 # model-training runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -152,22 +167,74 @@ def child_run(tracking: Tracking, sweep: str, trial_id: str) -> Any:
     return _one_run(client, tracking.experiment_id(client), sweep_filter(sweep, CHILD, f"tags.trial_id = '{trial_id}'"))
 
 
-class TrialRun:
-    """The MLflow child run of one trial; attaches to the existing run on retry or resume."""
+def device_name(device: torch.device) -> str:
+    """The device a run trained on, as tables show it: ``cpu`` or ``cuda (NVIDIA H200)``."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
-    def __init__(self, tracking: Tracking, sweep: str, parent_id: str, trial_id: str, name: str,
-                 tags: Mapping[str, str]) -> None:
-        self.client = tracking.client()
-        existing = child_run(tracking, sweep, trial_id)
-        if existing is not None:
-            self.run_id = existing.info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(
-                tracking.experiment_id(self.client), run_name=name,
-                tags={"mlflow.parentRunId": parent_id, "sweep": sweep, "role": CHILD, "trial_id": trial_id, **tags},
-            )
-            self.run_id = run.info.run_id
+
+def training_tags(data: "TrainingData", device: torch.device) -> dict[str, str]:
+    """What a run trained on: the feature store's manifest hash and the device."""
+    return {"manifest_hash": data.manifest_digest, "device": device_name(device)}
+
+
+def epoch_metrics(report: "EpochReport") -> dict[str, float]:
+    """The flat metric names used in Ray Tune results and MLflow."""
+    return {
+        "dev_score": report.score,
+        **{f"dev/{k}": v for k, v in report.metrics.items()},
+        **{f"loss/{k}": v for k, v in report.losses.items()},
+        **{f"weight/{k}": v for k, v in report.weights.items()},
+        **{f"accept/{k}": v for k, v in report.acceptance.items()},
+        **{f"pl/{k}": v for k, v in report.pseudo_labels.items()},
+        "lr": report.lr,
+        "epoch_seconds": report.seconds,
+    }
+
+
+def log_epoch(run: "TrackedRun", report: "EpochReport") -> dict[str, float]:
+    """One epoch into ``run`` (and, on a best epoch, ``best/*``: what leaderboards and promotion
+    read); returns the metrics logged."""
+    metrics = epoch_metrics(report)
+    if report.best:
+        metrics.update({f"best/{k}": v for k, v in report.metrics.items()})
+        metrics.update({"best/dev_score": report.score, "best/epoch": report.epoch})
+    run.log_metrics(metrics, report.epoch, int(time.time() * 1000))
+    return metrics
+
+
+TrialFigures = Callable[[Path, Mapping[str, CorpusTensors], Sequence[Mapping], Path, str], object]
+"""``(best_checkpoint, dev_splits, epoch_history, out_dir, title)``: draws a trial's figures into ``out_dir``."""
+
+
+def log_outputs(run: "TrackedRun", best: Path, draw: TrialFigures | None, dev: Mapping[str, CorpusTensors],
+                history: Sequence[Mapping], title: str) -> None:
+    """A finished training's best model (``checkpoint/``: what promotion registers) and its
+    figures (``figures/``, drawn by ``draw`` when given) into ``run``, once."""
+    run.log_dir(best, CHECKPOINT_ARTIFACT)
+    if draw is not None:
+        with tempfile.TemporaryDirectory(prefix="scd-figures-") as tmp:
+            draw(best, dev, history, Path(tmp), title)
+            run.log_dir(Path(tmp), FIGURES_ARTIFACT)
+
+
+class TrackedRun:
+    """An MLflow run that a training logs into."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    @classmethod
+    def training(cls, tracking: Tracking, name: str, tags: Mapping[str, str],
+                 run_id: str | None = None) -> "TrackedRun":
+        """A ``train.py`` run (role ``train``): a new one, or ``run_id`` running again (``--resume``)."""
+        client = tracking.client()
+        if run_id is not None:
+            client.update_run(run_id, status="RUNNING")
+            return cls(client, run_id)
+        run = client.create_run(tracking.experiment_id(client), run_name=name, tags={"role": TRAIN, **tags})
+        return cls(client, run.info.run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         logged = self.client.get_run(self.run_id).data.params
@@ -180,6 +247,11 @@ class TrialRun:
                    if v is not None and math.isfinite(float(v))]
         self.client.log_batch(self.run_id, metrics=metrics)
 
+    def log_model_size(self, model: torch.nn.Module) -> None:
+        """Parameters and MB (the cost table's columns)."""
+        self.log_metrics({"model/parameters": count_parameters(model), "model/size_mb": size_mb(model)},
+                         0, int(time.time() * 1000))
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
@@ -188,3 +260,22 @@ class TrialRun:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
+
+
+class TrialRun(TrackedRun):
+    """The MLflow child run of one trial; attaches to the existing run on retry or resume."""
+
+    def __init__(self, tracking: Tracking, sweep: str, parent_id: str, trial_id: str, name: str,
+                 tags: Mapping[str, str]) -> None:
+        client = tracking.client()
+        existing = child_run(tracking, sweep, trial_id)
+        if existing is not None:
+            run_id = existing.info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            run = client.create_run(
+                tracking.experiment_id(client), run_name=name,
+                tags={"mlflow.parentRunId": parent_id, "sweep": sweep, "role": CHILD, "trial_id": trial_id, **tags},
+            )
+            run_id = run.info.run_id
+        super().__init__(client, run_id)

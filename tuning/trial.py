@@ -1,18 +1,20 @@
 """The Ray Tune trial: one MCDM configuration trained by ``scd_core.trainer``.
 
 Each epoch goes to Ray Tune (``dev_score`` and the metrics, for the searcher and ASHA,
-with the trial's checkpoint directory) and to the trial's MLflow child run (the dev
-metrics, score, losses, GradNorm weights, pseudo-label acceptance and class shares, learning
-rate). A
-retried or restored trial restarts from its last Ray checkpoint and continues the same
-MLflow run. The best epoch's checkpoint is also an artifact of the run (``checkpoint/``),
-which is what promotion registers. Every trial reads its own feature store (its config's
-``data.features``, see :func:`trial_config`), whose hash is the run's ``manifest_hash`` tag.
-A trial that trains to its end also logs the figures of its best model (``figures/``, drawn
-by the sweep's ``TrialFigures`` function: ``dashboards.trial_figures.checkpoint_figures``
-when the entry point wires it) and its size (``model/parameters``, ``model/size_mb``, for
-the cost table). A trial that ASHA stops before its last epoch never returns from its
-training loop: the sweep draws its figures afterwards (``tuning.sweep.log_missing_figures``).
+with the trial's checkpoint directory: ``last``, resumable, and ``best``) and to the trial's
+MLflow child run (the dev metrics, score, losses, GradNorm weights, pseudo-label acceptance and
+class shares, learning rate: :func:`tuning.tracking.log_epoch`, which ``ray_jobs/train.py``
+uses too). A retried or restored trial restarts from its last Ray checkpoint and continues the
+same MLflow run. Every trial reads its own feature store (its config's ``data.features``, see
+:func:`trial_config`), whose hash is the run's ``manifest_hash`` tag.
+
+When a trial ends, its best model goes to its run once (:func:`log_outputs`): the best
+epoch's checkpoint (``checkpoint/``, weights and config only, what promotion registers) and
+its figures (``figures/``, drawn by the sweep's ``TrialFigures`` function:
+``dashboards.trial_figures.checkpoint_figures`` when the entry point wires it). A trial that
+ASHA stops before its last epoch never returns from its training loop: the sweep's driver
+logs them from the trial's last Ray checkpoint (``tuning.sweep.TrialCompletion``), then
+deletes that trial's Ray checkpoints, which nothing needs any more.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
 from ray import tune
 
@@ -31,11 +32,11 @@ from scd_core.checkpoint import CheckpointError
 from scd_core.config import ConfigError, ExperimentConfig, build_config, with_overrides
 from scd_core.data import load_training_data, resolve_device
 from scd_core.evaluation import NonFiniteOutputError
-from scd_core.features import CorpusTensors, FeatureStoreError
-from scd_core.model import count_parameters, size_mb
+from scd_core.features import FeatureStoreError
 from scd_core.trainer import EpochReport, NonFiniteLossError, Trainer
 from tuning.spaces import VARIANT, SearchSpace, SpaceError
-from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
+from tuning.tracking import (Tracking, TrialFigures, TrialRun, git_commit, log_epoch, log_outputs, package_versions,
+                             training_tags)
 
 
 # Errors that a retry from the last checkpoint would only repeat (same config, same data, same
@@ -43,10 +44,9 @@ from tuning.tracking import Tracking, TrialRun, git_commit, package_versions
 PERMANENT_ERRORS = (ConfigError, SpaceError, FeatureStoreError, CheckpointError, NonFiniteLossError,
                     NonFiniteOutputError)
 PERMANENT_FAILURE = "permanent_failure"
-
-
-TrialFigures = Callable[[Path, Mapping[str, CorpusTensors], Sequence[Mapping], Path, str], object]
-"""``(best_checkpoint, dev_splits, epoch_history, out_dir, title)``: draws a trial's figures into ``out_dir``."""
+# What a completed trial's last Ray checkpoint holds once the driver has emptied it: Ray Tune still
+# finds the folder it recorded (it refuses to restore a trial whose checkpoint folder is gone).
+COMPLETED_MARKER = "completed_trial.json"
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,14 @@ class TrialContext:
     figures: TrialFigures | None = None  # None: the trial logs no figures
 
 
-def epoch_metrics(report: EpochReport) -> dict[str, float]:
-    """The flat metric names used in Ray Tune results and MLflow."""
-    return {
-        "dev_score": report.score,
-        **{f"dev/{k}": v for k, v in report.metrics.items()},
-        **{f"loss/{k}": v for k, v in report.losses.items()},
-        **{f"weight/{k}": v for k, v in report.weights.items()},
-        **{f"accept/{k}": v for k, v in report.acceptance.items()},
-        **{f"pl/{k}": v for k, v in report.pseudo_labels.items()},
-        "lr": report.lr,
-        "epoch_seconds": report.seconds,
-    }
+def trial_run_name(trial_name: str, config: Mapping[str, Any], context: TrialContext) -> str:
+    """The MLflow run name: the variant where it names one trial (one-factor-at-a-time sweeps, grids
+    of variants alone), so that the UI lists ``baseline``, ``ssl.lambda=0.2``...; else Ray's name."""
+    if VARIANT not in config:
+        return trial_name
+    if context.strategy == "oat" or (context.strategy == "grid" and not context.space.parameters):
+        return str(config[VARIANT])
+    return f"{config[VARIANT]} ({trial_name})"
 
 
 def trial_config(overrides: Mapping[str, Any], context: TrialContext) -> ExperimentConfig:
@@ -94,48 +90,48 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     trial = tune.get_context()
     # The run exists before anything can fail, so that every failure is recorded on it.
     run = TrialRun(context.tracking, context.sweep, context.parent_run_id, trial.get_trial_id(),
-                   trial.get_trial_name(), {"git_commit": git_commit(), **package_versions()})
+                   trial_run_name(trial.get_trial_name(), config, context), {"git_commit": git_commit(),
+                                                                             **package_versions()})
     if VARIANT in config:  # the row label of ablation tables
         run.set_tags({"variant": config[VARIANT]})
-    workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
     checkpoint = tune.get_checkpoint()
+    workdir = Path(tempfile.mkdtemp(prefix="scd-trial-"))
     if checkpoint is not None:  # a retry or a restored sweep: continue where the trial stopped
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, workdir, dirs_exist_ok=True)
+    if (workdir / COMPLETED_MARKER).exists():
+        # The driver emptied this checkpoint once the trial was complete (tuning.sweep.complete_trial);
+        # a sweep resumed from a state saved just before runs the trial again: it is done.
+        shutil.rmtree(workdir, ignore_errors=True)
+        run.finish()
+        return
     try:
         overrides = context.space.resolve(config, context.strategy)
         cfg = trial_config(overrides, context)
         run.log_params(cfg.to_dict())
         run.set_tags({f"override.{k}": v for k, v in overrides.items()})
-        data = load_training_data(cfg, cfg.data.features, resolve_device(cfg.device))
-        run.set_tags({"manifest_hash": data.manifest_digest})  # of the store this trial read
+        device = resolve_device(cfg.device)
+        data = load_training_data(cfg, cfg.data.features, device)
+        run.set_tags(training_tags(data, device))  # the store this trial read, the device it ran on
         trainer = Trainer(cfg, data, workdir)
-        run.log_metrics({"model/parameters": count_parameters(trainer.model), "model/size_mb": size_mb(trainer.model)},
-                        0, int(time.time() * 1000))
+        run.log_model_size(trainer.model)
+        logged = []
 
-        drawn = []
-
-        def log_figures() -> None:
-            if context.figures is not None and (workdir / "best").exists():
-                context.figures(workdir / "best", data.dev, [asdict(r) for r in trainer.history], workdir / "figures",
-                                f"({trial.get_trial_name()})")
-                run.log_dir(workdir / "figures", "figures")
-                drawn.append(True)
+        def outputs() -> None:
+            if (workdir / "best").exists():
+                log_outputs(run, workdir / "best", context.figures, data.dev, [asdict(r) for r in trainer.history],
+                            f"({trial.get_trial_name()})")
+                logged.append(True)
 
         def on_epoch(report: EpochReport) -> None:
-            metrics = epoch_metrics(report)
-            if report.best:
-                metrics.update({f"best/{k}": v for k, v in report.metrics.items()})
-                metrics.update({"best/dev_score": report.score, "best/epoch": report.epoch})
-                run.log_dir(workdir / "best", "checkpoint")
-            run.log_metrics(metrics, report.epoch, int(time.time() * 1000))
+            metrics = log_epoch(run, report)
             if report.epoch == cfg.optim.epochs - 1:  # ASHA stops a trial at its last report, before fit returns
-                log_figures()
+                outputs()
             tune.report({**metrics, "epoch": report.epoch}, checkpoint=tune.Checkpoint.from_directory(workdir))
 
         trainer.fit(on_epoch=on_epoch, resume=checkpoint is not None)
-        if not drawn:  # stopped early by its own patience
-            log_figures()
+        if not logged:  # stopped early by its own patience
+            outputs()
     except Exception as err:
         run.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
         run.finish("FAILED")
