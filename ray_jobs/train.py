@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
             log_outputs(tracked, output / "best", checkpoint_figures, data.dev, [asdict(r) for r in trainer.history],
                         f"({output.name})")
         except BaseException as err:  # the run says why it stopped (Ctrl-C: KILLED; --resume continues it)
-            tracked.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
-            tracked.finish("FAILED" if isinstance(err, Exception) else "KILLED")
+            tracked.fail(err, "FAILED" if isinstance(err, Exception) else "KILLED")
             raise
         tracked.finish()
     print(f"\nbest dev score {result.best_score:.4f} at epoch {result.best_epoch}: {output}/best")

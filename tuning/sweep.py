@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, SpaceError, load_space
 from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, RAY_STORAGE_TAG, TrackedRun, Tracking,
-                             TrialFigures, child_run, git_commit, package_versions, parent_run, sweep_runs,
+                             TrialFigures, child_run, git_commit, log_figures, package_versions, parent_run, sweep_runs,
                              tracking_home)
 from tuning.trial import COMPLETED_MARKER, PERMANENT_FAILURE, TrialContext, run_trial
 
@@ -187,9 +186,7 @@ def complete_trial(tracking: Tracking, sweep: str, trial_id: str, trial_dir: Pat
         if draw is not None and FIGURES_ARTIFACT not in logged:
             config = load_spec(best).config
             dev = load_eval_splits(config, config.data.features, "dev", torch.device("cpu"))
-            with tempfile.TemporaryDirectory(prefix="scd-figures-") as tmp:
-                draw(best, dev, training_history(saved[-1] / "last"), Path(tmp), f"({run.info.run_name})")
-                tracked.log_dir(Path(tmp), FIGURES_ARTIFACT)
+            log_figures(tracked, best, draw, dev, training_history(saved[-1] / "last"), f"({run.info.run_name})")
     # A trial resumed by a later driver runs in a new folder; the one before keeps the checkpoint it resumed from.
     earlier = [c for c in trial_dir.parent.glob(f"*_{trial_id}_*/checkpoint_*") if c.parent != trial_dir]
     for folder in saved[:-1] + earlier:

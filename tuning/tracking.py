@@ -4,7 +4,7 @@ trainings (``ray_jobs/train.py``: one run each, role ``train``).
 Runs are found again by tags (``sweep``, ``role``, ``trial_id``), so a resumed sweep or a
 retried trial continues its own run instead of creating a duplicate. A trial and a training
 log the same things through the same functions (:func:`log_epoch`, :func:`training_tags`,
-:meth:`TrackedRun.log_model_size`, ``tuning.trial.log_outputs``). The embedded
+:meth:`TrackedRun.log_model_size`, :func:`log_outputs`). The embedded
 default is a SQLite store with artifacts next to it under the platform's home folder
 (``tracking_home``), never in a temporary Ray directory.
 """
@@ -214,9 +214,15 @@ def log_outputs(run: "TrackedRun", best: Path, draw: TrialFigures | None, dev: M
     figures (``figures/``, drawn by ``draw`` when given) into ``run``, once."""
     run.log_dir(best, CHECKPOINT_ARTIFACT)
     if draw is not None:
-        with tempfile.TemporaryDirectory(prefix="scd-figures-") as tmp:
-            draw(best, dev, history, Path(tmp), title)
-            run.log_dir(Path(tmp), FIGURES_ARTIFACT)
+        log_figures(run, best, draw, dev, history, title)
+
+
+def log_figures(run: "TrackedRun", best: Path, draw: TrialFigures, dev: Mapping[str, CorpusTensors],
+                history: Sequence[Mapping], title: str) -> None:
+    """The figures ``draw`` makes of the model in ``best``, into ``run``'s ``figures/``."""
+    with tempfile.TemporaryDirectory(prefix="scd-figures-") as tmp:
+        draw(best, dev, history, Path(tmp), title)
+        run.log_dir(Path(tmp), FIGURES_ARTIFACT)
 
 
 class TrackedRun:
@@ -260,6 +266,11 @@ class TrackedRun:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
+
+    def fail(self, err: BaseException, status: str = "FAILED") -> None:
+        """End the run with ``status``, its ``failure_reason`` tag saying why."""
+        self.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
+        self.finish(status)
 
 
 class TrialRun(TrackedRun):

@@ -133,8 +133,7 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         if not logged:  # stopped early by its own patience
             outputs()
     except Exception as err:
-        run.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
-        run.finish("FAILED")
+        run.fail(err)
         if isinstance(err, PERMANENT_ERRORS):  # the same inputs fail the same way: tell Tune not to retry
             tune.report({"dev_score": math.nan, PERMANENT_FAILURE: 1.0})
         raise
