@@ -12,14 +12,17 @@ from scd_core.trainer import Trainer
 
 SMALL = ["model.hidden_dim=32", "model.out_features=32", "model.num_heads=4", "optim.lr=1e-3"]
 # Ops that read a device value on the host (a synchronisation on CUDA) or whose output shape
-# depends on the data.
+# depends on the data, and a tensor made from host data (a host-to-device copy, which a
+# capture refuses).
 HOST_READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::bincount",
-              "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive", "aten::one_hot"}
+              "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive", "aten::one_hot", "aten::lift_fresh"}
 BOOL_INDEXING = {"aten::index", "aten::index_put_", "aten::_index_put_impl_"}
 
 
 class HostReads(TorchDispatchMode):
-    """Records every op that would synchronise or change a shape with the data."""
+    """Records every op that would synchronise or change a shape with the data and, run under
+    ``torch.device("meta")``, every tensor made without naming its device (on a CUDA run it
+    would land on the CPU, outside the graph)."""
 
     def __init__(self):
         super().__init__()
@@ -31,7 +34,10 @@ class HostReads(TorchDispatchMode):
             isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
         if name in HOST_READS or bool_index:
             self.seen.append(name)
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.is_meta for t in (out if isinstance(out, (tuple, list)) else [out])):
+            self.seen.append(f"{name} without a device")
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,13 @@ def test_the_detector_sees_a_host_read(data):
     with HostReads() as mode:
         supervised_losses(outputs, batch.labels, batch.label_mask)  # the host-side API reads the flags
     assert "aten::_local_scalar_dense" in mode.seen
+    with HostReads() as mode:
+        torch.tensor([1.0, 2.0])
+    assert mode.seen == ["aten::lift_fresh"]
+    with torch.device("meta"), HostReads() as mode:
+        torch.zeros(3, device="cpu")
+        torch.zeros(3)
+    assert mode.seen == ["aten::zeros without a device"]
 
 
 @pytest.mark.parametrize("options", [[], ["ssl.class_balance=flexmatch", "ssl.teacher=ema", "data.modality_dropout=0.3"],
@@ -59,6 +72,9 @@ def test_step_never_reads_the_device(data, options):
         with HostReads() as mode:
             step(rows)
         assert mode.seen == []
+    with torch.device("meta"), HostReads() as mode:  # every tensor the step makes names its device
+        step(rows)
+    assert mode.seen == []
 
 
 def test_padded_batch_trains_like_the_unpadded_one(data):
@@ -117,3 +133,56 @@ def test_captured_step_equals_the_eager_one_on_cuda(demo_store):
         assert graph.gradnorm[branch].weights == pytest.approx(eager.gradnorm[branch].weights, rel=1e-4)
     for p, q in zip(graph.model.parameters(), eager.model.parameters()):
         assert torch.allclose(p, q, rtol=1e-3, atol=1e-5)
+
+
+def device_tensors(obj, path: str = "trainer", seen: set[int] | None = None):
+    """(path, tensor) for every tensor reachable from ``obj`` through the project's objects,
+    modules, optimisers, dicts and lists (``.grad`` aside: a capture re-points it once)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, torch.nn.Module):
+        for name, t in [*obj.named_parameters(recurse=True), *obj.named_buffers(recurse=True)]:
+            yield f"{path}.{name}", t
+    elif isinstance(obj, torch.optim.Optimizer):
+        for i, state in enumerate(obj.state.values()):
+            yield from device_tensors(state, f"{path}.state[{i}]", seen)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from device_tensors(value, f"{path}[{key!r}]", seen)
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from device_tensors(value, f"{path}[{i}]", seen)
+    elif type(obj).__module__.startswith("scd_core") and hasattr(obj, "__dict__"):
+        for key, value in vars(obj).items():
+            yield from device_tensors(value, f"{path}.{key}", seen)
+
+
+@pytest.mark.parametrize("options", [["ssl.class_balance=flexmatch", "ssl.teacher=ema", "data.modality_dropout=0.3"],
+                                     ["ssl.class_balance=align", "ssl.pseudo_labels=soft", "optim.scheduler=cosine"],
+                                     ["optim.scheduler=plateau", "optim.optimizer=adamw"]])
+def test_every_tensor_a_captured_step_reads_keeps_its_storage(data, tmp_path, options):
+    """A CUDA graph replays the addresses it captured: state that a step, an epoch's end, a
+    checkpoint or the A.8 rebalance replaced by a new tensor (``x = f(x)``, not ``x.copy_(f(x))``)
+    would stop reaching the graph, silently, on CUDA only. Every tensor reachable from the
+    trainer must keep its storage from the first epoch's end to the last's."""
+    cfg = load_config(None, [*SMALL, *options, "optim.batch_size=24", "ssl.rebalance_epoch=2"])
+    trainer = Trainer(cfg, data, tmp_path)
+    snapshots = []
+
+    def snapshot(report) -> None:
+        snapshots.append({p: t.untyped_storage().data_ptr() for p, t in device_tensors(trainer)
+                          if not p.startswith("trainer._static")})  # its output is new per eager step
+
+    trainer.fit(epochs=3, on_epoch=snapshot)
+    first = snapshots[0]
+    assert any(".gradnorm" in p for p in first) and any("optimizer.state" in p for p in first)
+    if trainer.pseudo_labeler is not None:
+        assert any("pseudo_labeler" in p for p in first)
+    for epoch, later in enumerate(snapshots[1:], 1):
+        moved = sorted(p for p in first.keys() & later.keys() if first[p] != later[p])
+        assert moved == [], f"replaced by epoch {epoch}: {moved}"
+        assert later.keys() == first.keys(), f"tensors added or dropped by epoch {epoch}"
