@@ -2,6 +2,7 @@
 and many independent trials sharing one GPU.
 
     python benchmarks/bench_gpu.py [--device cuda] [--time-limit 480] [--out benchmarks/results]
+    bash benchmarks/gpu_run.sh run 240      # on a bare GPU machine: the CUDA tests, then this
     python benchmarks/bench_gpu.py --device cpu --quick     # a small check of the script itself
 
 Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
@@ -19,8 +20,10 @@ Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
 
 Imports only ``scd_core`` (no Ray, MLflow or vLLM): it runs on a bare GPU machine with torch,
 torch-geometric and the project's small dependencies. ``--time-limit`` bounds the whole
-run; a part that would not fit is skipped and says so. Targets (issue 16, H100/H200): an
-epoch in at most 3 s, and at least 2,000 trial-epochs per GPU-hour with 8 processes.
+run; a part that would not fit is skipped and says so. The parts the targets are read from
+run first (the batch-32 GradNorm step, the epoch, N = 8), the rest after. Targets (issue 16,
+H100/H200): an epoch in at most 3 s, and at least 2,000 trial-epochs per GPU-hour with 8
+processes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -75,6 +80,11 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> float:
 
 def captured(trainer: Trainer) -> bool:
     return trainer._static is not None and trainer._static[1].graph is not None
+
+
+def _no_estimate() -> float:
+    """Seconds a step variant or the epoch needs before it starts: not estimated (they are short)."""
+    return 0.0
 
 
 def trial_epoch(trainer: Trainer, epoch: int) -> None:
@@ -164,8 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(RESULTS), help="folder of the JSON and markdown results")
     parser.add_argument("--features", help="a store to use instead of the synthetic preset")
     parser.add_argument("--steps", type=int, help="timed steps per variant (default 100, quick 3)")
-    parser.add_argument("--processes", help="comma-separated N (default 1,2,4,8; quick 1,2)")
-    parser.add_argument("--window", type=float, help="seconds each sharing run trains (default 30, quick 2)")
+    parser.add_argument("--processes", help="comma-separated N, run in this order (default 8,1,4,2; quick 1,2)")
+    parser.add_argument("--window", type=float, help="seconds each sharing run trains (default 20, quick 2)")
     parser.add_argument("--set", action="append", default=[], help="a config override for every run, key=value")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--go", help=argparse.SUPPRESS)
@@ -179,8 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     if quick:
         args.set = ["model.hidden_dim=64", "model.out_features=64", *args.set]
     steps = args.steps or (3 if quick else 100)
-    processes = [int(n) for n in (args.processes or ("1,2" if quick else "1,2,4,8")).split(",")]
-    window = args.window or (2.0 if quick else 30.0)
+    processes = [int(n) for n in (args.processes or ("1,2" if quick else "8,1,4,2")).split(",")]
+    window = args.window or (2.0 if quick else 20.0)
     device = torch.device(args.device)
     root = paper_store(args.features, "demo" if quick else "paper")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
@@ -188,35 +198,27 @@ def main(argv: list[str] | None = None) -> dict:
                     "torch": torch.__version__, "preset": "demo" if quick else ("paper" if not args.features else str(root)),
                     "model": "MCDM-2", "overrides": args.set, "steps": [], "epoch": None, "sharing": [], "skipped": []}
     print(f"{name}, torch {torch.__version__}, store {root}", flush=True)
-
-    # 1. ms per step
-    modes = ["eager", "captured"] if device.type == "cuda" else ["eager"]
     data = load_training_data(bench_config(args.device, 32, *args.set), root, device)
-    for batch_size in (32, 256):
-        for weights in ("gradnorm", "fixed"):
-            for mode in modes:
-                if time.perf_counter() > deadline:
-                    result["skipped"].append(f"step batch {batch_size} {weights} {mode}: time limit")
-                    continue
-                cfg = bench_config(args.device, batch_size, f"ssl.gradnorm={str(weights == 'gradnorm').lower()}",
-                                   f"cuda_graph={'on' if mode == 'captured' else 'off'}", *args.set)
-                trainer = Trainer(cfg, data)
-                ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
-                row = {"batch_size": batch_size, "weights": weights, "mode": mode, "ms_per_step": round(ms, 3),
-                       "captured": captured(trainer), "samples_per_s": round(1000 * batch_size / ms, 1)}
-                result["steps"].append(row)
-                print(f"step  batch {batch_size:>3}  {weights:>8}  {mode:>8}: {ms:8.2f} ms"
-                      f"{'' if mode == 'eager' or row['captured'] else '  (capture failed: eager)'}", flush=True)
-                del trainer
 
-    # 2. one epoch, as a run trains it
-    if time.perf_counter() < deadline:
+    def step_variant(batch_size: int, weights: str, mode: str) -> None:
+        cfg = bench_config(args.device, batch_size, f"ssl.gradnorm={str(weights == 'gradnorm').lower()}",
+                           f"cuda_graph={'on' if mode == 'captured' else 'off'}", *args.set)
+        trainer = Trainer(cfg, data)
+        ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
+        row = {"batch_size": batch_size, "weights": weights, "mode": mode, "ms_per_step": round(ms, 3),
+               "captured": captured(trainer), "samples_per_s": round(1000 * batch_size / ms, 1)}
+        result["steps"].append(row)
+        print(f"step  batch {batch_size:>3}  {weights:>8}  {mode:>8}: {ms:8.2f} ms"
+              f"{'' if mode == 'eager' or row['captured'] else '  (capture failed: eager)'}", flush=True)
+
+    def epoch() -> None:
+        """One epoch as a run trains it (captured on CUDA), then the dev evaluation."""
         trainer = Trainer(bench_config(args.device, 32, *args.set), data)
         seconds = []
-        for epoch in range(2):  # the first includes the warm-up and the capture
+        for e in range(2):  # the first includes the warm-up and the capture
             _sync(device)
             tic = time.perf_counter()
-            trainer.train_epoch(epoch)
+            trainer.train_epoch(e)
             _sync(device)
             seconds.append(time.perf_counter() - tic)
         tic = time.perf_counter()
@@ -228,25 +230,37 @@ def main(argv: list[str] | None = None) -> dict:
                            "dev_eval_s": round(eval_s, 3), "target_epoch_s": TARGET_EPOCH_S}
         print(f"epoch: {seconds[1]:.2f} s ({trainer.steps_per_epoch} steps; first {seconds[0]:.2f} s), "
               f"dev evaluation {eval_s:.2f} s; target <= {TARGET_EPOCH_S} s", flush=True)
-        del trainer
-    else:
-        result["skipped"].append("epoch: time limit")
-    del data
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
-    # 3. N processes sharing the device
-    for n in processes:
-        # Start-up (imports, data, warm-up) plus the window plus the epoch that overruns it.
-        needed = window + 20 + (result["epoch"] or {}).get("epoch_s", 5) * n
-        if time.perf_counter() + needed > deadline:
-            result["skipped"].append(f"sharing N={n}: time limit")
-            print(f"sharing N={n}: skipped (time limit)", flush=True)
-            continue
+    def sharing(n: int) -> None:
         row = share(n, args, root, window)
         result["sharing"].append(row)
         print(f"sharing N={n}: {row['trial_epochs_per_hour']:.0f} trial-epochs per hour "
               f"(epoch per process {row['epoch_s_per_process']} s)", flush=True)
+
+    def sharing_needs(n: int) -> float:
+        # Start-up (imports, data, warm-up) plus the window plus the epoch that overruns it.
+        return window + 20 + (result["epoch"] or {}).get("epoch_s", 5) * n
+
+    # The parts the targets are read from come first, so a short --time-limit still gets them:
+    # the batch-32 GradNorm step, the epoch, 8 processes sharing the device; then the rest.
+    modes = ["eager", "captured"] if device.type == "cuda" else ["eager"]
+    parts: list[tuple[str, Callable[[], None], Callable[[], float]]] = [
+        *((f"step batch 32 gradnorm {m}", partial(step_variant, 32, "gradnorm", m), _no_estimate) for m in modes),
+        ("epoch", epoch, _no_estimate),
+        *((f"sharing N={n}", partial(sharing, n), partial(sharing_needs, n)) for n in processes),
+        *((f"step batch {b} {w} {m}", partial(step_variant, b, w, m), _no_estimate)
+          for b in (32, 256) for w in ("gradnorm", "fixed") for m in modes if (b, w) != (32, "gradnorm")),
+    ]
+    for label, run, needs in parts:
+        if time.perf_counter() + needs() > deadline:
+            result["skipped"].append(f"{label}: time limit")
+            print(f"{label}: skipped (time limit)", flush=True)
+            continue
+        run()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the sharing processes get the memory a finished part held
+    result["steps"].sort(key=lambda r: (r["batch_size"], r["weights"] != "gradnorm", r["mode"] != "eager"))
+    result["sharing"].sort(key=lambda r: r["processes"])
     result["seconds"] = round(time.perf_counter() - began, 1)
     write(result, Path(args.out), device.type)
     return result

@@ -42,3 +42,17 @@ def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
         assert row["trial_epochs_per_hour"] > 0
     markdown = (out / "gpu_step_cpu.md").read_text()
     assert "| 256 | fixed | eager |" in markdown and "trial-epochs per hour" in markdown
+
+
+def test_the_parts_the_targets_need_come_first(tmp_path, demo_store):
+    """A run out of time skips in priority order: what the targets are read from first."""
+    out = tmp_path / "results"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out),
+                          "--features", str(demo_store), "--time-limit", "0", "--processes", "8,1"],
+                         capture_output=True, text=True, env=_env(), timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "gpu_step_cpu.json").read_text())
+    assert result["steps"] == [] and result["epoch"] is None and result["sharing"] == []
+    assert [s.removesuffix(": time limit") for s in result["skipped"]] == [
+        "step batch 32 gradnorm eager", "epoch", "sharing N=8", "sharing N=1", "step batch 32 fixed eager",
+        "step batch 256 gradnorm eager", "step batch 256 fixed eager"]
