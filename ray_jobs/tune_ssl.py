@@ -44,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, help="optuna trials (default: the space's; grid and oat spaces "
                                                    "list their own trials)")
     p.add_argument("--epochs", type=int, help="epochs per trial (wins over the space)")
-    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent)
+    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
+                   help="trials at once (default: as many as the cluster's CPUs and GPUs fit per trial)")
     p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
-    p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial, help="0.125: 8 trials share a GPU")
+    p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial,
+                   help="0.125: 8 trials share each GPU")
     p.add_argument("--no-asha", action="store_true", help="run every trial to the end")
     p.add_argument("--grace-period", type=int, default=d.grace_period,
                    help="ASHA: epochs every trial runs before it can be stopped")

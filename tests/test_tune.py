@@ -32,7 +32,8 @@ SMALL = {"model.hidden_dim": 32, "model.out_features": 32, "model.num_heads": 4,
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # One logical GPU: Ray schedules fractional GPUs by this count; the trials still train on the CPU.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -54,7 +55,7 @@ def children(tracking: Tracking, sweep: str):
 
 def settings(tmp_path, demo_store, space, **kw):
     return SweepSettings(space=space, features=str(demo_store), storage_path=str(tmp_path / "ray"),
-                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", max_concurrent=2, **kw)
+                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **{"max_concurrent": 2, **kw})
 
 
 def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_store, quick_sweep):
@@ -94,13 +95,18 @@ def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_
     assert out["ah"].shape == (len(dev), 2) and torch.isfinite(out["ah"]).all()
 
 
-def test_grid_runs_exactly_the_grid(tmp_path, demo_store):
-    space = write_space(tmp_path / "grid.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 1},
+def test_grid_runs_exactly_the_grid_its_trials_sharing_one_gpu(tmp_path, demo_store):
+    """--gpus-per-trial 0.25 without --max-concurrent: the four trials share the GPU, all at once."""
+    space = write_space(tmp_path / "grid.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},
                         parameters={"model.dropout": [0.0, 0.1], "optim.lr": [1e-3, 2e-3]})
-    run_sweep(settings(tmp_path, demo_store, space, name="grid", asha=False), SWEEP_OUTPUTS)
-    runs = children(Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}"), "grid")
+    result = run_sweep(settings(tmp_path, demo_store, space, name="grid", asha=False, max_concurrent=None,
+                                cpus_per_trial=0.5, gpus_per_trial=0.25), SWEEP_OUTPUTS)
+    runs = children(result.tracking, "grid")
     combos = sorted((r.data.params["model.dropout"], r.data.params["optim.lr"]) for r in runs)
     assert combos == [("0.0", "0.001"), ("0.0", "0.002"), ("0.1", "0.001"), ("0.1", "0.002")]
+    assert result.tracking.client().get_run(result.parent_run_id).data.tags["trials_at_once"] == "4"
+    # Every trial had started before the first one finished.
+    assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)
 
 
 def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store):

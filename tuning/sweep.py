@@ -18,14 +18,16 @@ never imports dashboards.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
+import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -62,7 +64,7 @@ class SweepSettings:
     strategy: str | None = None
     num_samples: int | None = None  # optuna only: grid and one-factor spaces list their trials
     epochs: int | None = None
-    max_concurrent: int = 2
+    max_concurrent: int | None = None  # None: as many as the cluster fits (trials_at_once)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     asha: bool = True
@@ -86,6 +88,22 @@ class SweepSettings:
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise ConfigError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 "
                              f"(got {self.cpus_per_trial}, {self.gpus_per_trial})")
+
+
+def trials_at_once(settings: SweepSettings, resources: Mapping[str, float]) -> int:
+    """``max_concurrent``, else as many trials as the cluster's CPUs and GPUs (Ray's
+    ``cluster_resources()``) fit at ``cpus_per_trial`` and ``gpus_per_trial``: 8 per GPU at
+    0.125. Raises ConfigError when not even one trial fits (Ray would wait for it forever)."""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    # The epsilon keeps 1 / 0.1 GPU at 10 trials, not 9 (float division).
+    fit = math.floor(cpus / settings.cpus_per_trial + 1e-9)
+    if settings.gpus_per_trial > 0:
+        fit = min(fit, math.floor(gpus / settings.gpus_per_trial + 1e-9))
+    if fit < 1:
+        raise ConfigError(f"a trial asks for {settings.cpus_per_trial:g} CPUs and {settings.gpus_per_trial:g} GPUs "
+                          f"(--cpus-per-trial, --gpus-per-trial), more than the Ray cluster has: {cpus:g} CPUs, "
+                          f"{gpus:g} GPUs")
+    return settings.max_concurrent or fit
 
 
 SweepReport = Callable[[Tracking, str, SearchSpace, Path, int], object]
@@ -280,6 +298,10 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
     with runs_marked_failed_on_error(tracking, name, parent_id):
         cluster = start_ray(settings.address, log_to_driver=True)
         tracking.client().set_tag(parent_id, "ray_cluster", cluster.removeprefix("Ray: "))
+        at_once = trials_at_once(settings, ray.cluster_resources())
+        print(f"Tune: up to {at_once} trial{'s' if at_once != 1 else ''} at once, each with "
+              f"{settings.cpus_per_trial:g} CPU and {settings.gpus_per_trial:g} GPU", flush=True)
+        tracking.client().set_tag(parent_id, "trials_at_once", str(at_once))
 
         # Settings applied after the space's values, so the command line wins (e.g. --epochs).
         cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
@@ -308,7 +330,7 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
                                             reduction_factor=settings.reduction_factor)
                     if settings.asha else None,
                     num_samples=num_trials if strategy == "optuna" else 1,  # a grid search repeats its grid
-                    max_concurrent_trials=settings.max_concurrent,
+                    max_concurrent_trials=at_once,
                     reuse_actors=True,  # a new trial skips process start-up and imports (seconds each)
                 ),
                 run_config=tune.RunConfig(
@@ -337,4 +359,4 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
 
 
 __all__ = ["MlflowStatusCallback", "NoRetryOfPermanentFailures", "SweepOutputs", "SweepReport", "SweepResult",
-           "SweepSettings", "TrialCompletion", "complete_trial", "run_sweep"]
+           "SweepSettings", "TrialCompletion", "complete_trial", "run_sweep", "trials_at_once"]
