@@ -186,9 +186,9 @@ class Trainer:
     def _weights(self, branch: str) -> dict[str, float]:
         """The branch's current weights on the host (a device synchronisation: per epoch)."""
         gn = self.gradnorm[branch]
-        if gn is None:
-            return {t: 0.0 for t in self.tasks}
-        return gn.weights if self.cfg.ssl.gradnorm else {t: 1.0 for t in self.tasks}
+        if gn is not None and self.cfg.ssl.gradnorm:
+            return gn.weights
+        return dict(zip(self.tasks, self._fixed_weights[branch].tolist()))
 
     def _weight_tensor(self, branch: str) -> Tensor:
         """[T] float32 weights of ``branch`` on the device."""
