@@ -321,7 +321,7 @@ class Trainer:
         (no host read: what a CUDA graph captures); else an absent one is left out (norm 0),
         which reads its presence flag on the host.
         """
-        keys, used_weights, arrived_z, arrived_c = [], [], [], []
+        keys, rows, used_weights, leaves = [], [], [], []
         norms = {}
         for branch, losses in components.items():
             for i, task in enumerate(losses):
@@ -329,31 +329,41 @@ class Trainer:
                 if not fixed_work and not bool(losses[task].present):
                     norms[key] = state.z.new_zeros(())
                     continue
-                rows = label_mask[task] if branch == "sup" else ~label_mask[task]
-                weight = weights[branch][i]
-                scale = rows.to(state.z.dtype)[:, None, None] / weight
-                leaf = branch_inputs[task]
                 keys.append(key)
-                used_weights.append(weight)
-                arrived_z.append(None if leaf.z.grad is None else leaf.z.grad * scale)
-                arrived_c.append(None if leaf.c_mods.grad is None else leaf.c_mods.grad * scale)
+                rows.append(label_mask[task] if branch == "sup" else ~label_mask[task])
+                used_weights.append(weights[branch][i])
+                leaves.append(branch_inputs[task])
         outputs, batched = [], []
-        for tensor, arrived in ((state.z, arrived_z), (state.c_mods, arrived_c)):
-            if any(a is not None for a in arrived):
-                outputs.append(tensor)
-                batched.append(torch.stack([torch.zeros_like(tensor) if a is None else a for a in arrived]))
+        if keys:
+            w = torch.stack(used_weights)  # [K]
+            scale = torch.stack(rows).to(state.z.dtype) / w[:, None]  # [K, B]: a component's rows, unweighted
+            for tensor, arrived in ((state.z, [leaf.z.grad for leaf in leaves]),
+                                    (state.c_mods, [leaf.c_mods.grad for leaf in leaves])):
+                if any(a is not None for a in arrived):
+                    outputs.append(tensor)
+                    stacked = torch.stack([torch.zeros_like(tensor) if a is None else a for a in arrived])
+                    batched.append(stacked * scale[:, :, None, None])
         if not outputs:
             for param in self.shared:
                 param.grad = None
             return norms
         grads = torch.autograd.grad(outputs, self.shared, batched, allow_unused=True, is_grads_batched=True)
-        per_param = [torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads if g is not None]  # [K] each
-        component_norms = torch.linalg.vector_norm(torch.stack(per_param), dim=0)
+        reached = [(param, g.unbind(0)) for param, g in zip(self.shared, grads) if g is not None]  # [K] slices each
+        for param, g in zip(self.shared, grads):
+            if g is None:
+                param.grad = None
+        if not reached:
+            return norms
+        # Multi-tensor kernels over the P shared parameters: a launch or two each, not P.
+        per_slice = torch.stack(torch._foreach_norm([s for _, slices in reached for s in slices]))  # [P*K]
+        component_norms = torch.linalg.vector_norm(per_slice.view(len(reached), len(keys)), dim=0)  # [K]
         for k, key in enumerate(keys):
             norms[key] = component_norms[k]
-        w = torch.stack(used_weights)
-        for param, g in zip(self.shared, grads):
-            param.grad = None if g is None else (w @ g.flatten(1)).view_as(param)
+        total = torch._foreach_mul([slices[0] for _, slices in reached], w[0])
+        for k in range(1, len(keys)):
+            torch._foreach_add_(total, torch._foreach_mul([slices[k] for _, slices in reached], w[k]))
+        for (param, _), g in zip(reached, total):
+            param.grad = g
         return norms
 
     # --------------------------------------------------------------- epochs
