@@ -137,6 +137,24 @@ def test_unitary_layer_shares_its_operator():
     assert count_parameters(layer) == 16 * 16 + 2 * 16
 
 
+@pytest.mark.parametrize("graph,self_loops", [("unitary", None), ("unitary", True), ("hgnn", None)])
+def test_tabulated_operators_equal_the_per_batch_ones(graph, self_loops):
+    """An operator that depends on the adjacency alone is looked up per presence pattern;
+    the table holds what the layer computes, and the model predicts the same with or without it."""
+    model = small_model(graph=graph, graph_self_loops=self_loops).eval()
+    patterns = torch.tensor([[bool(code >> (3 - i) & 1) for i in range(4)] for code in range(1, 16)])  # every non-empty one
+    mask = torch.cat([patterns, patterns.flip(0)])
+    looked_up = model.operator_table[mask.long().unbind(1)]
+    torch.testing.assert_close(looked_up, model.shared_graph.precompute(modality_adjacency(mask)))
+    feats, _ = random_batch(SMALL_DIMS, len(mask))
+    tabulated = model(feats, mask)
+    model.operator_table = None  # the per-batch computation
+    for task, out in model(feats, mask).items():
+        torch.testing.assert_close(tabulated[task], out)
+    assert "operator_table" not in small_model(graph=graph).state_dict()  # rebuilt, never saved
+    assert small_model(graph="gat").operator_table is None  # its precompute is not adjacency-only
+
+
 def test_unitary_self_loop_switch_by_hand():
     # Two present nodes, one missing. Without self-loops (the default) A_hat = [[0, 1], [1, 0]]
     # on the present pair, so A_hat^2 = I and exp(i A_hat) = cos(1) I + i sin(1) A_hat. With

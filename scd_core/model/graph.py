@@ -24,6 +24,7 @@ layers of that pass (they are all of one class). ``precompute`` defaults to ``No
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +115,15 @@ def unitary_propagator(adj: Tensor, order: int = 10) -> Tensor:
 
 
 class GraphLayer(nn.Module):
-    """Base class of the graph layers: ``[B, N, H]`` x ``[B, N, N]`` -> ``[B, N, H]``."""
+    """Base class of the graph layers: ``[B, N, H]`` x ``[B, N, N]`` -> ``[B, N, H]``.
+
+    ``adjacency_only_precompute``: True when :meth:`precompute` returns a tensor that is a
+    deterministic function of ``adj`` alone (no parameters, no randomness, the same in
+    training and evaluation). MCDM then computes it once for each of the ``2^N`` presence
+    patterns and looks a batch's operators up (:class:`~scd_core.model.mcdm.MCDM`).
+    """
+
+    adjacency_only_precompute: ClassVar[bool] = False
 
     def precompute(self, adj: Tensor) -> Tensor | None:
         """Per-batch structure derived from ``adj`` only (shared by all layers of a pass)."""
@@ -217,6 +226,8 @@ class UnitaryGraphConv(GraphLayer):
 
     Shapes: x ``[B, N, H]``, adj ``[B, N, N]`` bool, operator ``[B, 2N, 2N]`` -> ``[B, N, H]``.
     """
+
+    adjacency_only_precompute = True
 
     def __init__(
         self,

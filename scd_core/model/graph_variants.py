@@ -446,6 +446,8 @@ class HyperbolicPDEGraphLayer(GraphLayer):
     Shapes: x ``[B, N, H]``, adj ``[B, N, N]`` bool, operator ``[B, N, N]`` -> ``[B, N, H]``.
     """
 
+    adjacency_only_precompute = True
+
     def __init__(
         self,
         hidden_dim: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -15,6 +16,9 @@ from scd_core.tasks import TASKS
 
 if TYPE_CHECKING:  # the config sits above the model (it names its layers): a type-only import
     from scd_core.config import ModelConfig
+
+# 2^N operators of (2N)^2 floats each: a table up to 10 modalities (about 6 MiB), else per batch.
+MAX_TABULATED_MODALITIES = 10
 
 __all__ = ["MCDM", "SharedState", "NAMED_MODELS", "named_model", "model_name", "count_parameters", "size_mb"]
 
@@ -49,9 +53,9 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def size_mb(module: nn.Module) -> float:
-    """Bytes of parameters and buffers in MiB (2**20), the unit of Table 17's "MB"."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+    """Bytes of what a checkpoint holds (parameters and persistent buffers) in MiB (2**20),
+    the unit of Table 17's "MB"."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values()) / 2**20
 
 
 @dataclass
@@ -177,6 +181,11 @@ class MCDM(nn.Module):
             {m: ModalityProjector(d, hidden_dim, dropout=dropout) for m, d in self.modality_dims.items()}
         )
         self.shared_graph = make_graph()
+        # An operator that depends on the adjacency alone comes from a table over the 2^N
+        # presence patterns: one gather per batch instead of its computation (the unitary
+        # layer's Taylor series, about 50 kernels a training step). Rebuilt here, never saved.
+        tabulate = graph_cls.adjacency_only_precompute and len(self.modalities) <= MAX_TABULATED_MODALITIES
+        self.register_buffer("operator_table", self._operator_table() if tabulate else None, persistent=False)
         self.task_projectors = nn.ModuleDict()
         self.task_graphs = nn.ModuleDict()
         if task_projectors:
@@ -218,6 +227,14 @@ class MCDM(nn.Module):
             for module in group.values():
                 module.reset_parameters()
         self.shared_graph.reset_parameters()
+
+    def _operator_table(self) -> Tensor:
+        """The shared graph layer's operator for every presence pattern, ``[2] * N + op shape``:
+        ``table[m_1, ..., m_N]`` is the operator when modality i is present iff ``m_i == 1``."""
+        n = len(self.modalities)
+        patterns = torch.tensor(list(itertools.product((False, True), repeat=n)))  # [2^N, N], first most significant
+        operators = self.shared_graph.precompute(modality_adjacency(patterns))
+        return operators.reshape(*([2] * n), *operators.shape[1:])
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """theta_shared of GradNorm (Eq. 16): the modality projectors and the shared graph layer.
@@ -299,7 +316,10 @@ class MCDM(nn.Module):
             dim=1,
         )  # [B, N, H]
         adj = modality_adjacency(mask)  # [B, N, N]
-        operator = self.shared_graph.precompute(adj)  # once per batch, shared by all graph layers
+        if self.operator_table is None:
+            operator = self.shared_graph.precompute(adj)  # once per batch, shared by all graph layers
+        else:
+            operator = self.operator_table[mask.long().unbind(1)]
         return SharedState(
             z=z,
             c_mods=self.shared_graph(z, adj, operator),
