@@ -292,8 +292,10 @@ class Trainer:
             components["ssl"] = self.pseudo_labeler.masked_losses(outputs, targets, batch.label_mask, rows, valid)
         weights = {b: self._weight_tensor(b) for b in components}
         # An absent component's loss is 0 with a zero gradient: it adds nothing, as if left out.
-        total = sum(weights[b][i] * losses[t].loss for b, losses in components.items()
-                    for i, t in enumerate(self.tasks))
+        # One product of the stacked components (a kernel or two, not one per component).
+        weight = torch.cat([weights[b] for b in components])  # [branches * T]
+        loss = torch.stack([losses[t].loss for losses in components.values() for t in self.tasks])
+        total = (weight * loss).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # task branches only, when GradNorm cut them from the trunk
         norms = (self._trunk_backward(state, branch_inputs, components, weights, batch.label_mask, fixed_work)
