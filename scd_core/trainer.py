@@ -350,22 +350,15 @@ class Trainer:
                 param.grad = None
             return norms
         grads = torch.autograd.grad(outputs, self.shared, batched, allow_unused=True, is_grads_batched=True)
-        reached = [(param, g.unbind(0)) for param, g in zip(self.shared, grads) if g is not None]  # [K] slices each
         for param, g in zip(self.shared, grads):
-            if g is None:
-                param.grad = None
-        if not reached:
-            return norms
-        # Multi-tensor kernels over the P shared parameters: a launch or two each, not P.
-        per_slice = torch.stack(torch._foreach_norm([s for _, slices in reached for s in slices]))  # [P*K]
-        component_norms = torch.linalg.vector_norm(per_slice.view(len(reached), len(keys)), dim=0)  # [K]
+            # The total's gradient: one product per parameter reading its K slices once (a
+            # multi-tensor weighted sum reads and writes them 2K times: slower on the CPU).
+            param.grad = None if g is None else (w @ g.flatten(1)).view_as(param)
+        # The P x K norms as one multi-tensor kernel (a launch or two, not P).
+        per_slice = torch.stack(torch._foreach_norm([s for g in grads if g is not None for s in g.unbind(0)]))
+        component_norms = torch.linalg.vector_norm(per_slice.view(-1, len(keys)), dim=0)  # [K]
         for k, key in enumerate(keys):
             norms[key] = component_norms[k]
-        total = torch._foreach_mul([slices[0] for _, slices in reached], w[0])
-        for k in range(1, len(keys)):
-            torch._foreach_add_(total, torch._foreach_mul([slices[k] for _, slices in reached], w[k]))
-        for (param, _), g in zip(reached, total):
-            param.grad = g
         return norms
 
     # --------------------------------------------------------------- epochs
