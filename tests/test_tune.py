@@ -169,8 +169,14 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     assert finished_before, "no trial finished before the deadline"
     assert len(finished_before) < 4, "the sweep ended before it could be interrupted"
 
-    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=400)
+    # Ray Tune restores the sweep's own spec: a new --max-concurrent is said not to apply.
+    done = subprocess.run([*cmd, "--resume", "--max-concurrent", "3"], env=env, capture_output=True, text=True,
+                          timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "the sweep keeps the limit it started with (trials at once: 1)" in done.stdout
+    client = tracking.client()
+    [parent] = client.search_runs([tracking.experiment_id(client)], "tags.sweep = 'resume' and tags.role = 'sweep'")
+    assert parent.data.tags["trials_at_once"] == "1"
     runs = children(tracking, "resume")
     assert len(runs) == 4 and len({r.data.tags["trial_id"] for r in runs}) == 4
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -178,7 +184,6 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     dropouts = sorted(r.data.params["model.dropout"] for r in runs)
     assert dropouts == ["0.0", "0.05", "0.1", "0.15"]
     # Every trial's best model reached MLflow once, and no Ray checkpoint outlives its trial.
-    client = tracking.client()
     logged = {r.data.params["model.dropout"]: {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
               for r in runs}
     assert all(paths == {"checkpoint/model.safetensors", "checkpoint/config.json"} for paths in logged.values()), logged

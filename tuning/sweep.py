@@ -298,10 +298,15 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
     with runs_marked_failed_on_error(tracking, name, parent_id):
         cluster = start_ray(settings.address, log_to_driver=True)
         tracking.client().set_tag(parent_id, "ray_cluster", cluster.removeprefix("Ray: "))
-        at_once = trials_at_once(settings, ray.cluster_resources())
-        print(f"Tune: up to {at_once} trial{'s' if at_once != 1 else ''} at once, each with "
-              f"{settings.cpus_per_trial:g} CPU and {settings.gpus_per_trial:g} GPU", flush=True)
-        tracking.client().set_tag(parent_id, "trials_at_once", str(at_once))
+        at_once = trials_at_once(settings, ray.cluster_resources())  # also refuses a trial no node can hold
+        if settings.resume:  # Tuner.restore follows the sweep's own spec, its limit included
+            started_with = tracking.client().get_run(parent_id).data.tags.get("trials_at_once", "?")
+            print(f"Tune: resuming; the sweep keeps the limit it started with (trials at once: {started_with}); "
+                  f"--max-concurrent does not change a restored sweep", flush=True)
+        else:
+            print(f"Tune: up to {at_once} trial{'s' if at_once != 1 else ''} at once, each with "
+                  f"{settings.cpus_per_trial:g} CPU and {settings.gpus_per_trial:g} GPU", flush=True)
+            tracking.client().set_tag(parent_id, "trials_at_once", str(at_once))
 
         # Settings applied after the space's values, so the command line wins (e.g. --epochs).
         cli = {"optim.epochs": settings.epochs} if settings.epochs is not None else {}
