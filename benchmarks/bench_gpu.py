@@ -9,7 +9,9 @@ Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
 
 1. ms per training step, MCDM-2 at the paper's configuration (the config defaults), batch 32
    and 256, dual-branch GradNorm and fixed task weights, eager and captured as one CUDA graph
-   (``cuda_graph``; captured only on CUDA);
+   (``cuda_graph``; captured only on CUDA), with the step's ops that compute (counted once on
+   the eager step, ``scd_core.static_step.ComputeOps``: about one kernel each) and the us per
+   op, which tells whether a captured step is bound by its number of kernels;
 2. seconds per epoch over the synthetic ``paper`` preset (corpora sized like the paper's,
    ``bench_train.paper_store``) at batch 32 with GradNorm, the step as the trainer runs it
    (captured on CUDA), and the dev evaluation that ends a trial's epoch;
@@ -46,6 +48,7 @@ from bench_train import bench_config, paper_store
 from scd_core.batching import epoch_batches
 from scd_core.evaluation import dev_score, evaluate
 from scd_core.data import load_training_data
+from scd_core.static_step import ComputeOps
 from scd_core.trainer import Trainer
 
 TARGET_EPOCH_S = 3.0
@@ -200,15 +203,24 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{name}, torch {torch.__version__}, store {root}", flush=True)
     data = load_training_data(bench_config(args.device, 32, *args.set), root, device)
 
+    ops_per_step: dict[tuple[int, str], int] = {}  # counted on the eager step; a capture replays those ops
+
     def step_variant(batch_size: int, weights: str, mode: str) -> None:
         cfg = bench_config(args.device, batch_size, f"ssl.gradnorm={str(weights == 'gradnorm').lower()}",
                            f"cuda_graph={'on' if mode == 'captured' else 'off'}", *args.set)
         trainer = Trainer(cfg, data)
         ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
+        if mode == "eager":
+            with ComputeOps() as counted:
+                trainer.train_step(None, _batches(trainer)[0], 0, 0)
+            ops_per_step[batch_size, weights] = counted.total
+        ops = ops_per_step.get((batch_size, weights))
         row = {"batch_size": batch_size, "weights": weights, "mode": mode, "ms_per_step": round(ms, 3),
-               "captured": captured(trainer), "samples_per_s": round(1000 * batch_size / ms, 1)}
+               "captured": captured(trainer), "samples_per_s": round(1000 * batch_size / ms, 1),
+               "ops_per_step": ops, "us_per_op": None if ops is None else round(1000 * ms / ops, 2)}
         result["steps"].append(row)
-        print(f"step  batch {batch_size:>3}  {weights:>8}  {mode:>8}: {ms:8.2f} ms"
+        per_op = "" if ops is None else f"  {ops} ops, {row['us_per_op']} us/op"
+        print(f"step  batch {batch_size:>3}  {weights:>8}  {mode:>8}: {ms:8.2f} ms{per_op}"
               f"{'' if mode == 'eager' or row['captured'] else '  (capture failed: eager)'}", flush=True)
 
     def epoch() -> None:
@@ -272,9 +284,10 @@ def write(result: dict, out: Path, device: str) -> None:
     lines = [f"# Training step on {result['device']} ({result['date']}, torch {result['torch']})", "",
              (f"Preset {result['preset']}, {result['model']}, overrides {result['overrides'] or 'none'}; "
               f"whole run {result['seconds']} s."), "",
-             "| batch | weights | mode | ms/step | samples/s |", "|---|---|---|---|---|"]
+             "| batch | weights | mode | ms/step | samples/s | ops/step | us/op |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['weights']} | {r['mode']}{'' if r['mode'] == 'eager' or r['captured'] else ' (failed: eager)'}"
-              f" | {r['ms_per_step']} | {r['samples_per_s']} |" for r in result["steps"]]
+              f" | {r['ms_per_step']} | {r['samples_per_s']} | {r['ops_per_step'] or '-'} | {r['us_per_op'] or '-'} |"
+              for r in result["steps"]]
     if result["epoch"]:
         e = result["epoch"]
         lines += ["", (f"Epoch (batch 32, GradNorm, {'captured' if e['captured'] else 'eager'}): **{e['epoch_s']} s** "

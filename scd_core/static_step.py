@@ -18,11 +18,13 @@ one it was captured with). If the capture fails, the step warns once and runs ea
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Eager steps before the capture: they initialise what is created lazily (cuBLAS handles,
 # autograd's buffers, the allocator's blocks) outside the graph.
@@ -95,4 +97,32 @@ class StaticStep(Generic[Output]):
         return output
 
 
-__all__ = ["WARMUP_STEPS", "StaticStep"]
+# Ops that only re-describe memory (no kernel on a GPU), in place or not.
+VIEW_OPS = frozenset({
+    "aten::t", "aten::view", "aten::detach", "aten::transpose", "aten::expand", "aten::slice", "aten::select",
+    "aten::unsqueeze", "aten::squeeze", "aten::_unsafe_view", "aten::permute", "aten::as_strided", "aten::alias",
+    "aten::unbind", "aten::split", "aten::split_with_sizes", "aten::narrow",
+    "aten::squeeze_", "aten::unsqueeze_", "aten::t_", "aten::transpose_", "aten::as_strided_",
+})
+
+
+class ComputeOps(TorchDispatchMode):
+    """Counts, by name, the ops that compute while active (views excluded): roughly one kernel
+    each on a GPU, what a captured step replays. ``with ComputeOps() as ops: step(...)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if name not in VIEW_OPS:
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+__all__ = ["WARMUP_STEPS", "VIEW_OPS", "ComputeOps", "StaticStep"]

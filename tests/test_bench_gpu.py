@@ -34,6 +34,9 @@ def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
     assert {(r["batch_size"], r["weights"], r["mode"]) for r in result["steps"]} == {
         (b, w, "eager") for b in (32, 256) for w in ("gradnorm", "fixed")}
     assert all(r["ms_per_step"] > 0 and not r["captured"] for r in result["steps"])
+    ops = {(r["batch_size"], r["weights"]): r["ops_per_step"] for r in result["steps"]}
+    assert ops[32, "gradnorm"] > ops[32, "fixed"] > 0  # GradNorm's trunk pass adds ops
+    assert all(r["us_per_op"] == round(1000 * r["ms_per_step"] / r["ops_per_step"], 2) for r in result["steps"])
     epoch = result["epoch"]
     assert epoch["epoch_s"] > 0 and epoch["steps"] > 0 and epoch["dev_eval_s"] > 0
     assert [r["processes"] for r in result["sharing"]] == [1, 2]
@@ -41,7 +44,8 @@ def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
         assert len(row["epoch_s_per_process"]) == row["processes"]
         assert row["trial_epochs_per_hour"] > 0
     markdown = (out / "gpu_step_cpu.md").read_text()
-    assert "| 256 | fixed | eager |" in markdown and "trial-epochs per hour" in markdown
+    assert "| 256 | fixed | eager |" in markdown and "| ops/step | us/op |" in markdown
+    assert "trial-epochs per hour" in markdown
 
 
 def test_the_parts_the_targets_need_come_first(tmp_path, demo_store):
