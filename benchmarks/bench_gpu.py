@@ -18,14 +18,19 @@ Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
 3. paper-preset trial-epochs per GPU-hour with N = 1, 2, 4, 8 independent training processes
    sharing the device (what Ray Tune's fractional ``gpus_per_trial`` does): each process
    loads the data, warms up, then trains epochs (train + dev evaluation, no checkpoints)
-   for a common window; the rate is the sum over processes of 3600 / their mean epoch time.
+   for a common window; the rate is the sum over processes of 3600 / their mean epoch time;
+4. where the batch-32 GradNorm step's device time goes (``torch.profiler``, eager and
+   captured): the device ops per step as the device ran them (CUDA kernels, copies, fills),
+   their busy time against the step's time, and the busiest of them, so that one GPU run
+   says what to cut next (many tiny kernels, a few slow ones, or a device waiting on the host).
 
 Imports only ``scd_core`` (no Ray, MLflow or vLLM): it runs on a bare GPU machine with torch,
 torch-geometric and the project's small dependencies. ``--time-limit`` bounds the whole
-run; a part that would not fit is skipped and says so. The parts the targets are read from
-run first (the batch-32 GradNorm step, the epoch, N = 8), the rest after. Targets (issue 16,
-H100/H200): an epoch in at most 3 s, and at least 2,000 trial-epochs per GPU-hour with 8
-processes.
+run; a part that would not fit is skipped and says so, one that fails is recorded and the run
+goes on (exit status 1 at the end), and the results are written after every part. The parts
+the targets are read from run first (the batch-32 GradNorm step, the epoch, N = 8), then the
+profile, then the rest. Targets (issue 16, H100/H200): an epoch in at most 3 s, and at least
+2,000 trial-epochs per GPU-hour with 8 processes.
 """
 
 from __future__ import annotations
@@ -38,46 +43,42 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
-from bench_train import bench_config, paper_store
+from bench_train import bench_config, paper_store, shuffled_batches, synchronize
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
-from scd_core.batching import epoch_batches
 from scd_core.evaluation import dev_score, evaluate
 from scd_core.data import load_training_data
-from scd_core.static_step import ComputeOps
+from scd_core.static_step import VIEW_OPS, ComputeOps
 from scd_core.trainer import Trainer
 
+TOP_WORK = 12  # the device's busiest kernels (ops on the CPU) listed per profiled mode
+# CPU ops that describe or reserve memory: no work of their own.
+NOT_WORK = VIEW_OPS | {"aten::empty", "aten::empty_strided", "aten::resolve_conj", "aten::resolve_neg",
+                       "aten::_reshape_alias", "aten::reshape", "aten::flatten"}
 TARGET_EPOCH_S = 3.0
 TARGET_TRIAL_EPOCHS_PER_HOUR = 2000
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _batches(trainer: Trainer, seed: int = 0) -> torch.Tensor:
-    corpus_index = trainer.data.train.corpus_index.cpu()
-    return epoch_batches(corpus_index, trainer.cfg.optim.batch_size, torch.Generator().manual_seed(seed)).to(trainer.device)
-
-
 def time_steps(trainer: Trainer, steps: int, warmup: int) -> float:
     """ms per step over ``steps`` steps after ``warmup`` (which includes the graph capture)."""
-    batches = _batches(trainer)
+    batches = shuffled_batches(trainer)
     trainer.model.train()
     order = [batches[i % len(batches)] for i in range(warmup + steps)]
     for step, idx in enumerate(order[:warmup]):
         trainer.train_step(None, idx, 0, step)
-    _sync(trainer.device)
+    synchronize(trainer.device)
     tic = time.perf_counter()
     for step, idx in enumerate(order[warmup:]):
         trainer.train_step(None, idx, 0, step)
-    _sync(trainer.device)
+    synchronize(trainer.device)
     return 1000 * (time.perf_counter() - tic) / steps
 
 
@@ -96,6 +97,50 @@ def trial_epoch(trainer: Trainer, epoch: int) -> None:
     dev_score(evaluate(trainer.model, trainer.data.dev), trainer.tasks)
 
 
+def device_profile(trainer: Trainer, steps: int) -> dict:
+    """Where a step's device time goes: torch.profiler over ``steps`` steps after a warm-up
+    that includes any capture. On CUDA it lists the kernels, copies and fills the GPU ran, as
+    the GPU timed them; on the CPU the ops that do the work (no op beneath them, no view or
+    allocation), by their own time. ``busy_ms_per_step`` is their sum; against ``ms_per_step`` (the same steps timed
+    without the profiler, whose host overhead would count) a busy share well under 1 says the
+    device waited on the host."""
+    batches = shuffled_batches(trainer)
+    trainer.model.train()
+    order = [batches[i % len(batches)] for i in range(5 + 2 * steps)]
+    for step, idx in enumerate(order[:5]):
+        trainer.train_step(None, idx, 0, step)
+    synchronize(trainer.device)
+    tic = time.perf_counter()
+    for step, idx in enumerate(order[5:5 + steps]):
+        trainer.train_step(None, idx, 0, step)
+    synchronize(trainer.device)
+    ms = 1000 * (time.perf_counter() - tic) / steps
+    cuda = trainer.device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        for step, idx in enumerate(order[5 + steps:]):
+            trainer.train_step(None, idx, 0, step)
+        synchronize(trainer.device)
+    if cuda:
+        work = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    else:
+        def works(e) -> bool:
+            return e.name.startswith("aten::") and e.name not in NOT_WORK
+
+        work = [(e.name, e.self_cpu_time_total) for e in prof.events()
+                if works(e) and not any(works(c) for c in e.cpu_children)]
+    by_name: dict[str, list[float]] = {}
+    for name, us in work:
+        by_name.setdefault(name, []).append(us)
+    busy_us = sum(us for _, us in work)
+    top = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:TOP_WORK]
+    return {"ms_per_step": round(ms, 3), "device_ops_per_step": round(len(work) / steps, 1),
+            "busy_ms_per_step": round(busy_us / steps / 1000, 3),
+            "busy_share": round(busy_us / steps / 1000 / ms, 3),
+            "top": [{"name": name[:120], "per_step": round(len(times) / steps, 2),
+                     "us_each": round(sum(times) / len(times), 2),
+                     "share_of_busy": round(sum(times) / busy_us, 3) if busy_us else None} for name, times in top]}
+
+
 # --------------------------------------------------------------------------- worker process
 
 
@@ -105,11 +150,11 @@ def worker(args: argparse.Namespace) -> None:
     cfg = bench_config(args.device, 32, *args.set)
     data = load_training_data(cfg, args.features, device)
     trainer = Trainer(cfg, data)
-    batches = _batches(trainer)
+    batches = shuffled_batches(trainer)
     for step, idx in enumerate(batches[:6]):  # allocator, kernels, graph capture
         trainer.train_step(None, idx, 0, step)
     evaluate(trainer.model, data.dev)
-    _sync(device)
+    synchronize(device)
     print("READY", flush=True)
     go = Path(args.go)
     while not go.exists():
@@ -120,7 +165,7 @@ def worker(args: argparse.Namespace) -> None:
     while True:
         tic = time.perf_counter()
         trial_epoch(trainer, epoch)
-        _sync(device)
+        synchronize(device)
         toc = time.perf_counter()
         epochs.append([tic, toc])
         epoch += 1
@@ -128,6 +173,17 @@ def worker(args: argparse.Namespace) -> None:
             break
     print("RESULT " + json.dumps({"epochs": epochs, "start": start, "window": args.window,
                                   "captured": captured(trainer)}), flush=True)
+
+
+def profile_worker(args: argparse.Namespace) -> None:
+    """One ``device_profile`` in a process of its own: a CUDA profiler session can leave the
+    profiler (CUPTI) blind, or a capture disturbed, for the rest of the process that ran it."""
+    device = torch.device(args.device)
+    cfg = bench_config(args.device, 32, f"cuda_graph={'on' if args.profile == 'captured' else 'off'}", *args.set)
+    trainer = Trainer(cfg, load_training_data(cfg, args.features, device))
+    row = {"batch_size": 32, "weights": "gradnorm", "mode": args.profile, **device_profile(trainer, args.steps),
+           "captured": captured(trainer)}
+    print("RESULT " + json.dumps(row), flush=True)
 
 
 def share(n: int, args: argparse.Namespace, root: Path, window: float) -> dict:
@@ -182,9 +238,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", action="append", default=[], help="a config override for every run, key=value")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--go", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", choices=("eager", "captured"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
+        return {}
+    if args.profile:
+        profile_worker(args)
         return {}
     began = time.perf_counter()
     deadline = began + args.time_limit
@@ -199,7 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     result: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": name,
                     "torch": torch.__version__, "preset": "demo" if quick else ("paper" if not args.features else str(root)),
-                    "model": "MCDM-2", "overrides": args.set, "steps": [], "epoch": None, "sharing": [], "skipped": []}
+                    "model": "MCDM-2", "overrides": args.set, "steps": [], "epoch": None, "sharing": [], "profile": [],
+                    "skipped": [], "failed": [], "seconds": 0.0}
     print(f"{name}, torch {torch.__version__}, store {root}", flush=True)
     data = load_training_data(bench_config(args.device, 32, *args.set), root, device)
 
@@ -212,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
         if mode == "eager":
             with ComputeOps() as counted:
-                trainer.train_step(None, _batches(trainer)[0], 0, 0)
+                trainer.train_step(None, shuffled_batches(trainer)[0], 0, 0)
             ops_per_step[batch_size, weights] = counted.total
         ops = ops_per_step.get((batch_size, weights))
         row = {"batch_size": batch_size, "weights": weights, "mode": mode, "ms_per_step": round(ms, 3),
@@ -229,10 +290,10 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = Trainer(bench_config(args.device, 32, *args.set), data)
         seconds = []
         for e in range(2):  # the first includes the warm-up and the capture
-            _sync(device)
+            synchronize(device)
             tic = time.perf_counter()
             trainer.train_epoch(e)
-            _sync(device)
+            synchronize(device)
             seconds.append(time.perf_counter() - tic)
         tic = time.perf_counter()
         evaluate(trainer.model, data.dev)
@@ -243,6 +304,17 @@ def main(argv: list[str] | None = None) -> dict:
                            "dev_eval_s": round(eval_s, 3), "target_epoch_s": TARGET_EPOCH_S}
         print(f"epoch: {seconds[1]:.2f} s ({trainer.steps_per_epoch} steps; first {seconds[0]:.2f} s), "
               f"dev evaluation {eval_s:.2f} s; target <= {TARGET_EPOCH_S} s", flush=True)
+
+    def profile_variant(mode: str) -> None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--profile", mode, "--device", args.device,
+                   "--features", str(root), "--steps", str(steps), *(a for s in args.set for a in ("--set", s))]
+        run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if run.returncode:
+            raise RuntimeError(f"the {mode} profile exited with code {run.returncode}: {run.stderr.strip()[-1500:]}")
+        row = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        result["profile"].append(row)
+        print(f"profile batch 32 gradnorm {mode:>8}: {row['device_ops_per_step']} device ops per step, busy "
+              f"{row['busy_ms_per_step']} ms of {row['ms_per_step']} ms ({row['busy_share']:.0%})", flush=True)
 
     def sharing(n: int) -> None:
         row = share(n, args, root, window)
@@ -255,12 +327,16 @@ def main(argv: list[str] | None = None) -> dict:
         return window + 20 + (result["epoch"] or {}).get("epoch_s", 5) * n
 
     # The parts the targets are read from come first, so a short --time-limit still gets them:
-    # the batch-32 GradNorm step, the epoch, 8 processes sharing the device; then the rest.
+    # the batch-32 GradNorm step, the epoch, the first sharing run (8 processes); then where
+    # the step's device time goes (a few seconds), then the rest.
     modes = ["eager", "captured"] if device.type == "cuda" else ["eager"]
+    shares = [(f"sharing N={n}", partial(sharing, n), partial(sharing_needs, n)) for n in processes]
     parts: list[tuple[str, Callable[[], None], Callable[[], float]]] = [
         *((f"step batch 32 gradnorm {m}", partial(step_variant, 32, "gradnorm", m), _no_estimate) for m in modes),
         ("epoch", epoch, _no_estimate),
-        *((f"sharing N={n}", partial(sharing, n), partial(sharing_needs, n)) for n in processes),
+        *shares[:1],
+        *((f"profile batch 32 gradnorm {m}", partial(profile_variant, m), _no_estimate) for m in modes),
+        *shares[1:],
         *((f"step batch {b} {w} {m}", partial(step_variant, b, w, m), _no_estimate)
           for b in (32, 256) for w in ("gradnorm", "fixed") for m in modes if (b, w) != (32, "gradnorm")),
     ]
@@ -269,18 +345,27 @@ def main(argv: list[str] | None = None) -> dict:
             result["skipped"].append(f"{label}: time limit")
             print(f"{label}: skipped (time limit)", flush=True)
             continue
-        run()
+        try:
+            run()
+        except Exception as error:  # noqa: BLE001 - one part's failure must not cost the others' figures
+            traceback.print_exc()
+            result["failed"].append(f"{label}: {type(error).__name__}: {error}")
+            print(f"{label}: failed ({type(error).__name__}: {error}); the run goes on", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the sharing processes get the memory a finished part held
-    result["steps"].sort(key=lambda r: (r["batch_size"], r["weights"] != "gradnorm", r["mode"] != "eager"))
-    result["sharing"].sort(key=lambda r: r["processes"])
+        result["seconds"] = round(time.perf_counter() - began, 1)
+        write(result, Path(args.out), device.type)  # after every part: a run killed later keeps what it measured
     result["seconds"] = round(time.perf_counter() - began, 1)
     write(result, Path(args.out), device.type)
+    if result["failed"]:
+        raise SystemExit(f"{len(result['failed'])} part(s) failed (in the results' 'failed'): {result['failed']}")
     return result
 
 
 def write(result: dict, out: Path, device: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    result["steps"].sort(key=lambda r: (r["batch_size"], r["weights"] != "gradnorm", r["mode"] != "eager"))
+    result["sharing"].sort(key=lambda r: r["processes"])
     (out / f"gpu_step_{device}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Training step on {result['device']} ({result['date']}, torch {result['torch']})", "",
              (f"Preset {result['preset']}, {result['model']}, overrides {result['overrides'] or 'none'}; "
@@ -299,8 +384,17 @@ def write(result: dict, out: Path, device: str) -> None:
         lines += [f"| {r['processes']} | {r['trial_epochs_per_hour']} | {', '.join(map(str, r['epoch_s_per_process']))} |"
                   for r in result["sharing"]]
         lines += ["", f"Target: >= {TARGET_TRIAL_EPOCHS_PER_HOUR} trial-epochs per hour with 8 processes."]
+    for row in result["profile"]:
+        mode = row["mode"] if row["mode"] == "eager" or row["captured"] else "captured (failed: eager)"
+        lines += ["", (f"Device time per step, batch 32, GradNorm, {mode} (torch.profiler): "
+                       f"{row['device_ops_per_step']} device ops, busy {row['busy_ms_per_step']} ms of "
+                       f"{row['ms_per_step']} ms per step ({row['busy_share']:.0%})."), "",
+                  "| device op | per step | us each | share of busy |", "|---|---|---|---|"]
+        lines += [f"| `{t['name']}` | {t['per_step']} | {t['us_each']} | {t['share_of_busy']} |" for t in row["top"]]
     if result["skipped"]:
         lines += ["", "Skipped: " + "; ".join(result["skipped"])]
+    if result["failed"]:
+        lines += ["", "Failed: " + "; ".join(result["failed"])]
     (out / f"gpu_step_{device}.md").write_text("\n".join(lines) + "\n")
 
 

@@ -39,14 +39,26 @@ def bench_config(device: str, batch_size: int, *overrides: str) -> ExperimentCon
     return load_config(None, [f"optim.batch_size={batch_size}", f"device={device}", *overrides])
 
 
-def step_times(trainer: Trainer, batches: torch.Tensor, sync) -> list[float]:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a CUDA step returns before its kernels finish)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def shuffled_batches(trainer: Trainer, seed: int = 0) -> torch.Tensor:
+    """One epoch's batches of training-row indices [steps, batch] as the trainer draws them, on its device."""
+    corpus_index = trainer.data.train.corpus_index.cpu()
+    return epoch_batches(corpus_index, trainer.cfg.optim.batch_size, torch.Generator().manual_seed(seed)).to(trainer.device)
+
+
+def step_times(trainer: Trainer, batches: torch.Tensor) -> list[float]:
     times = []
     for step, idx in enumerate(batches):
         batch = trainer.data.train.index(idx, with_ids=False)
-        sync()
+        synchronize(trainer.device)
         tic = time.perf_counter()
         trainer.train_step(batch, idx, 0, step)
-        sync()
+        synchronize(trainer.device)
         times.append(time.perf_counter() - tic)
     return times
 
@@ -62,23 +74,22 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     root = paper_store(args.features)
     cfg_gn = bench_config(args.device, args.batch_size)
     cfg_fixed = bench_config(args.device, args.batch_size, "ssl.gradnorm=false")
     data = load_training_data(cfg_gn, root, device)
     trainers = {"gradnorm": Trainer(cfg_gn, data), "fixed": Trainer(cfg_fixed, data)}
-    batches = epoch_batches(data.train.corpus_index.cpu(), args.batch_size, torch.Generator().manual_seed(0)).to(device)
+    batches = shuffled_batches(trainers["gradnorm"])
     print(f"{device} ({torch.get_num_threads()} threads), batch {args.batch_size}, "
           f"{len(data.train)} training rows, {len(batches)} steps per epoch")
 
     for trainer in trainers.values():  # warm-up: allocator, kernels, L(0) capture
-        step_times(trainer, batches[:3], sync)
+        step_times(trainer, batches[:3])
     times = {name: [] for name in trainers}
     for r in range(args.rounds):
         for name, trainer in trainers.items():
             start = (r * args.steps) % (len(batches) - args.steps)
-            times[name] += step_times(trainer, batches[start:start + args.steps], sync)
+            times[name] += step_times(trainer, batches[start:start + args.steps])
     ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
     ratio = ms["gradnorm"] / ms["fixed"]
     for name in trainers:
@@ -87,10 +98,10 @@ def main() -> None:
     print(f"epoch over the paper preset, extrapolated: {len(batches) * ms['gradnorm'] / 1000:.1f} s")
     if args.epoch:
         trainer = trainers["gradnorm"]
-        sync()
+        synchronize(device)
         tic = time.perf_counter()
         trainer.train_epoch(1)
-        sync()
+        synchronize(device)
         print(f"epoch over the paper preset, measured: {time.perf_counter() - tic:.1f} s (paper: 158 s)")
 
 

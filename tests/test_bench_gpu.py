@@ -43,9 +43,20 @@ def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
     for row in result["sharing"]:
         assert len(row["epoch_s_per_process"]) == row["processes"]
         assert row["trial_epochs_per_hour"] > 0
+    [profiled] = result["profile"]
+    assert (profiled["mode"], profiled["captured"]) == ("eager", False)
+    assert profiled["ms_per_step"] > 0 and profiled["device_ops_per_step"] > 0
+    assert 0 < profiled["busy_ms_per_step"] and profiled["busy_share"] > 0
+    top = profiled["top"]
+    assert 0 < len(top) <= 12
+    shares = [t["share_of_busy"] for t in top]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0 + 1e-6
+    assert not any(t["name"] in ("aten::view", "aten::empty", "aten::as_strided") for t in top)  # no work of their own
+    assert any(t["name"] in ("aten::mm", "aten::addmm", "aten::bmm") for t in top)  # matmuls count, their conj checks do not hide them
     markdown = (out / "gpu_step_cpu.md").read_text()
     assert "| 256 | fixed | eager |" in markdown and "| ops/step | us/op |" in markdown
     assert "trial-epochs per hour" in markdown
+    assert "Device time per step, batch 32, GradNorm, eager" in markdown and "| device op | per step |" in markdown
 
 
 def test_the_parts_the_targets_need_come_first(tmp_path, demo_store):
@@ -56,7 +67,26 @@ def test_the_parts_the_targets_need_come_first(tmp_path, demo_store):
                          capture_output=True, text=True, env=_env(), timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((out / "gpu_step_cpu.json").read_text())
-    assert result["steps"] == [] and result["epoch"] is None and result["sharing"] == []
+    assert result["steps"] == [] and result["epoch"] is None and result["sharing"] == [] and result["profile"] == []
     assert [s.removesuffix(": time limit") for s in result["skipped"]] == [
-        "step batch 32 gradnorm eager", "epoch", "sharing N=8", "sharing N=1", "step batch 32 fixed eager",
+        "step batch 32 gradnorm eager", "epoch", "sharing N=8", "profile batch 32 gradnorm eager", "sharing N=1",
+        "step batch 32 fixed eager",
         "step batch 256 gradnorm eager", "step batch 256 fixed eager"]
+
+
+def test_a_failing_part_is_recorded_and_the_run_goes_on(tmp_path, demo_store):
+    """One part's error must not cost the others' figures on a one-shot GPU run: each failure is
+    recorded with its error, the results are still written, and the exit status says so."""
+    out = tmp_path / "results"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out),
+                          "--features", str(demo_store), "--time-limit", "300", "--processes", "1",
+                          "--set", "cuda_graph=on"],  # a CUDA-only setting: every trainer refuses it on the CPU
+                         capture_output=True, text=True, env=_env(), timeout=600, check=False)
+    assert run.returncode == 1, run.stderr[-3000:]
+    result = json.loads((out / "gpu_step_cpu.json").read_text())
+    labels = [f.split(":")[0] for f in result["failed"]]
+    assert labels == ["step batch 32 gradnorm eager", "epoch", "sharing N=1", "profile batch 32 gradnorm eager",
+                      "step batch 32 fixed eager", "step batch 256 gradnorm eager", "step batch 256 fixed eager"]
+    assert all("cuda_graph=on needs a CUDA device" in f for f in result["failed"] if not f.startswith("sharing"))
+    assert "exited before it was ready" in result["failed"][2]
+    assert "Failed: step batch 32 gradnorm eager: ConfigError" in (out / "gpu_step_cpu.md").read_text()
