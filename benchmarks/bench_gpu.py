@@ -9,9 +9,11 @@ Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
 
 1. ms per training step, MCDM-2 at the paper's configuration (the config defaults), batch 32
    and 256, dual-branch GradNorm and fixed task weights, eager and captured as one CUDA graph
-   (``cuda_graph``; captured only on CUDA), with the step's ops that compute (counted once on
-   the eager step, ``scd_core.static_step.ComputeOps``: about one kernel each) and the us per
-   op, which tells whether a captured step is bound by its number of kernels;
+   (``cuda_graph``; captured only on CUDA), with the step's updates fused as the trainer runs
+   them (``fuse_updates``: on CUDA) and, at batch 32 with GradNorm on CUDA, unfused too; with
+   the unfused step's ops that compute (counted once on the eager step,
+   ``scd_core.static_step.ComputeOps``: about one kernel each) and its us per op, which tells
+   whether a captured step is bound by its number of kernels;
 2. seconds per epoch over the synthetic ``paper`` preset (corpora sized like the paper's,
    ``bench_train.paper_store``) at batch 32 with GradNorm, the step as the trainer runs it
    (captured on CUDA), and the dev evaluation that ends a trial's epoch;
@@ -84,6 +86,11 @@ def time_steps(trainer: Trainer, steps: int, warmup: int) -> float:
 
 def captured(trainer: Trainer) -> bool:
     return trainer._static is not None and trainer._static[1].graph is not None
+
+
+def fused(trainer: Trainer) -> bool:
+    """Whether the step's updates ran compiled (``fuse_updates``), not fallen back to eager."""
+    return trainer._record.compiled is not None
 
 
 def _no_estimate() -> float:
@@ -172,7 +179,7 @@ def worker(args: argparse.Namespace) -> None:
         if toc - start >= args.window:
             break
     print("RESULT " + json.dumps({"epochs": epochs, "start": start, "window": args.window,
-                                  "captured": captured(trainer)}), flush=True)
+                                  "captured": captured(trainer), "fused": fused(trainer)}), flush=True)
 
 
 def profile_worker(args: argparse.Namespace) -> None:
@@ -182,7 +189,7 @@ def profile_worker(args: argparse.Namespace) -> None:
     cfg = bench_config(args.device, 32, f"cuda_graph={'on' if args.profile == 'captured' else 'off'}", *args.set)
     trainer = Trainer(cfg, load_training_data(cfg, args.features, device))
     row = {"batch_size": 32, "weights": "gradnorm", "mode": args.profile, **device_profile(trainer, args.steps),
-           "captured": captured(trainer)}
+           "captured": captured(trainer), "fused": fused(trainer)}
     print("RESULT " + json.dumps(row), flush=True)
 
 
@@ -218,7 +225,7 @@ def share(n: int, args: argparse.Namespace, root: Path, window: float) -> dict:
         per_process.append(sum(inside) / len(inside))  # epochs inside the window ran with all n processes busy
     return {"processes": n, "window_s": window, "epoch_s_per_process": [round(s, 3) for s in per_process],
             "trial_epochs_per_hour": round(sum(3600 / s for s in per_process), 1),
-            "captured": all(r["captured"] for r in results)}
+            "captured": all(r["captured"] for r in results), "fused": all(r["fused"] for r in results)}
 
 
 # --------------------------------------------------------------------------- main
@@ -266,24 +273,26 @@ def main(argv: list[str] | None = None) -> dict:
 
     ops_per_step: dict[tuple[int, str], int] = {}  # counted on the eager step; a capture replays those ops
 
-    def step_variant(batch_size: int, weights: str, mode: str) -> None:
+    def step_variant(batch_size: int, weights: str, mode: str, fuse: str = "auto") -> None:
         cfg = bench_config(args.device, batch_size, f"ssl.gradnorm={str(weights == 'gradnorm').lower()}",
-                           f"cuda_graph={'on' if mode == 'captured' else 'off'}", *args.set)
+                           f"cuda_graph={'on' if mode == 'captured' else 'off'}", f"fuse_updates={fuse}", *args.set)
         trainer = Trainer(cfg, data)
         ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
-        if mode == "eager":
+        if mode == "eager":  # the updates run unfused under the counter (torch.compile refuses it)
             with ComputeOps() as counted:
                 trainer.train_step(None, shuffled_batches(trainer)[0], 0, 0)
             ops_per_step[batch_size, weights] = counted.total
         ops = ops_per_step.get((batch_size, weights))
-        row = {"batch_size": batch_size, "weights": weights, "mode": mode, "ms_per_step": round(ms, 3),
-               "captured": captured(trainer), "samples_per_s": round(1000 * batch_size / ms, 1), "ops_per_step": ops}
-        # From the reported ms, so a row's figures agree with each other to the last digit.
-        row["us_per_op"] = None if ops is None else round(1000 * row["ms_per_step"] / ops, 2)
+        row = {"batch_size": batch_size, "weights": weights, "mode": mode, "fused": fused(trainer),
+               "ms_per_step": round(ms, 3), "captured": captured(trainer),
+               "samples_per_s": round(1000 * batch_size / ms, 1), "ops_per_step": ops}
+        # Per op of the unfused step only (fused, its kernels are the profile's). From the
+        # reported ms, so a row's figures agree with each other to the last digit.
+        row["us_per_op"] = None if ops is None or row["fused"] else round(1000 * row["ms_per_step"] / ops, 2)
         result["steps"].append(row)
-        per_op = "" if ops is None else f"  {ops} ops, {row['us_per_op']} us/op"
-        print(f"step  batch {batch_size:>3}  {weights:>8}  {mode:>8}: {ms:8.2f} ms{per_op}"
-              f"{'' if mode == 'eager' or row['captured'] else '  (capture failed: eager)'}", flush=True)
+        per_op = "" if row["us_per_op"] is None else f"  {ops} ops, {row['us_per_op']} us/op"
+        print(f"step  batch {batch_size:>3}  {weights:>8}  {mode:>8}{' fused' if row['fused'] else ''}: {ms:8.2f} ms"
+              f"{per_op}{'' if mode == 'eager' or row['captured'] else '  (capture failed: eager)'}", flush=True)
 
     def epoch() -> None:
         """One epoch as a run trains it (captured on CUDA), then the dev evaluation."""
@@ -298,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
         tic = time.perf_counter()
         evaluate(trainer.model, data.dev)
         eval_s = time.perf_counter() - tic
-        result["epoch"] = {"batch_size": 32, "weights": "gradnorm", "captured": captured(trainer),
+        result["epoch"] = {"batch_size": 32, "weights": "gradnorm", "captured": captured(trainer), "fused": fused(trainer),
                            "steps": trainer.steps_per_epoch, "rows": len(data.train),
                            "first_epoch_s": round(seconds[0], 3), "epoch_s": round(seconds[1], 3),
                            "dev_eval_s": round(eval_s, 3), "target_epoch_s": TARGET_EPOCH_S}
@@ -336,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
         ("epoch", epoch, _no_estimate),
         *shares[:1],
         *((f"profile batch 32 gradnorm {m}", partial(profile_variant, m), _no_estimate) for m in modes),
+        # What fusing the updates gains, where it is on by default (fuse_updates=auto on CUDA).
+        *((f"step batch 32 gradnorm {m} unfused", partial(step_variant, 32, "gradnorm", m, "off"), _no_estimate)
+          for m in modes if device.type == "cuda"),
         *shares[1:],
         *((f"step batch {b} {w} {m}", partial(step_variant, b, w, m), _no_estimate)
           for b in (32, 256) for w in ("gradnorm", "fixed") for m in modes if (b, w) != (32, "gradnorm")),
@@ -364,19 +376,21 @@ def main(argv: list[str] | None = None) -> dict:
 
 def write(result: dict, out: Path, device: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    result["steps"].sort(key=lambda r: (r["batch_size"], r["weights"] != "gradnorm", r["mode"] != "eager"))
+    result["steps"].sort(key=lambda r: (r["batch_size"], r["weights"] != "gradnorm", r["mode"] != "eager", r["fused"]))
     result["sharing"].sort(key=lambda r: r["processes"])
     (out / f"gpu_step_{device}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Training step on {result['device']} ({result['date']}, torch {result['torch']})", "",
              (f"Preset {result['preset']}, {result['model']}, overrides {result['overrides'] or 'none'}; "
               f"whole run {result['seconds']} s."), "",
-             "| batch | weights | mode | ms/step | samples/s | ops/step | us/op |", "|---|---|---|---|---|---|---|"]
+             "| batch | weights | mode | fused updates | ms/step | samples/s | ops/step (unfused) | us/op |",
+             "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['weights']} | {r['mode']}{'' if r['mode'] == 'eager' or r['captured'] else ' (failed: eager)'}"
-              f" | {r['ms_per_step']} | {r['samples_per_s']} | {r['ops_per_step'] or '-'} | {r['us_per_op'] or '-'} |"
-              for r in result["steps"]]
+              f" | {'yes' if r['fused'] else 'no'} | {r['ms_per_step']} | {r['samples_per_s']} | {r['ops_per_step'] or '-'}"
+              f" | {r['us_per_op'] or '-'} |" for r in result["steps"]]
     if result["epoch"]:
         e = result["epoch"]
-        lines += ["", (f"Epoch (batch 32, GradNorm, {'captured' if e['captured'] else 'eager'}): **{e['epoch_s']} s** "
+        lines += ["", (f"Epoch (batch 32, GradNorm, {'captured' if e['captured'] else 'eager'}"
+                       f"{', fused updates' if e['fused'] else ''}): **{e['epoch_s']} s** "
                        f"over {e['steps']} steps (first epoch {e['first_epoch_s']} s; dev evaluation {e['dev_eval_s']} s); "
                        f"target <= {e['target_epoch_s']} s.")]
     if result["sharing"]:

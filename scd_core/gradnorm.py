@@ -132,6 +132,10 @@ class GradNorm:
         self.lr = float(lr)
         self.budget = float(budget)
         self.w_floor = float(w_floor)
+        # The update reads its settings as tensors: a compiled update (the trainer's
+        # ``fuse_updates``) is then one graph whatever their values, not one per trial.
+        self.settings_tensor = torch.tensor([self.alpha, self.lr, self.budget, self.w_floor], dtype=torch.float64,
+                                            device=device)
         self.weight_tensor = torch.empty(len(names), dtype=torch.float64, device=device)
         self.initial_tensor = torch.full((len(names),), math.nan, dtype=torch.float64, device=device)
         self.reset_weights()
@@ -193,6 +197,7 @@ class GradNorm:
         losses, grad_norms: [T] float in ``names`` order; present: [T] bool, False = absent
         (its values are ignored, NaN included). Updates the state tensors in place.
         """
+        alpha, lr, budget, w_floor = self.settings_tensor.unbind()
         loss, norm = losses.to(torch.float64), grad_norms.to(torch.float64)
         valid = present & torch.isfinite(loss) & torch.isfinite(norm) & (loss >= 0.0)
         initial = self.initial_tensor
@@ -207,14 +212,14 @@ class GradNorm:
         g_bar = g.sum() / count
         # All losses at 0: no relative progress to compare, so r_t = 1.
         r = torch.where(mean_ratio > 0.0, ratio / mean_ratio, torch.ones_like(ratio))
-        target = g_bar * r.pow(self.alpha)
+        target = g_bar * r.pow(alpha)
         # d|w_t n_t - target| / dw_t with the target constant (0 at the kink).
         grad_w = torch.sign(g - target) * torch.where(used, norm, zero)
-        stepped = torch.where(used, (w - self.lr * grad_w).clamp_min(self.w_floor), zero)
+        stepped = torch.where(used, (w - lr * grad_w).clamp_min(w_floor), zero)
         # Used components get back the mass they held, so the others keep their weight and
         # the total stays at the budget (nothing used: every weight stays).
-        mass = self.budget - torch.where(used, zero, w).sum()
-        w.copy_(torch.where(used, mass * stepped / stepped.sum().clamp_min(self.w_floor), w))
+        mass = budget - torch.where(used, zero, w).sum()
+        w.copy_(torch.where(used, mass * stepped / stepped.sum().clamp_min(w_floor), w))
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (lists of floats, None for a missing L_t(0))."""

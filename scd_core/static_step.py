@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_in_torch_dispatch_mode
 
 # Eager steps before the capture: they initialise what is created lazily (cuBLAS handles,
 # autograd's buffers, the allocator's blocks) outside the graph.
@@ -97,6 +97,38 @@ class StaticStep(Generic[Output]):
         return output
 
 
+class Fused(Generic[Output]):
+    """``fn`` compiled by ``torch.compile`` into a few fused kernels when ``enabled``, else ``fn``.
+
+    For the step's elementwise bookkeeping on tiny tensors (the GradNorm updates, the epoch's
+    sums): eagerly each of its ~140 ops is a kernel of its own, a launch or a graph node that
+    does almost nothing; compiled they are a handful. ``fn`` must trace as one graph
+    (``fullgraph``) with fixed shapes, and read its settings from tensors, so that trials
+    with other values reuse the compiled code (inductor's cache) instead of compiling anew.
+
+    If compiling fails (no compiler, an op the compiler lacks), it warns once and calls ``fn``
+    from then on: compiling fails before ``fn``'s first effect, so nothing is applied twice.
+    Under a ``TorchDispatchMode`` (such as :class:`ComputeOps`), which ``torch.compile`` does
+    not support, it calls ``fn``.
+    """
+
+    def __init__(self, fn: Callable[..., Output], enabled: bool) -> None:
+        self.fn = fn
+        self.compiled = torch.compile(fn, fullgraph=True, dynamic=False) if enabled else None
+
+    def __call__(self, *args) -> Output:
+        if self.compiled is None or is_in_torch_dispatch_mode():
+            return self.fn(*args)
+        try:
+            return self.compiled(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: the eager function is the same step
+            first_line = next(iter(str(error).splitlines()), "")  # the compiler's messages run to pages
+            warnings.warn(f"the step's updates could not be compiled ({type(error).__name__}: {first_line}); they run "
+                          "eagerly from now on (fuse_updates=off skips the attempt)", stacklevel=2)
+            self.compiled = None
+            return self.fn(*args)
+
+
 # Ops that only re-describe memory (no kernel on a GPU), in place or not.
 VIEW_OPS = frozenset({
     "aten::t", "aten::view", "aten::detach", "aten::transpose", "aten::expand", "aten::slice", "aten::select",
@@ -125,4 +157,4 @@ class ComputeOps(TorchDispatchMode):
         return sum(self.counts.values())
 
 
-__all__ = ["WARMUP_STEPS", "VIEW_OPS", "ComputeOps", "StaticStep"]
+__all__ = ["WARMUP_STEPS", "VIEW_OPS", "ComputeOps", "Fused", "StaticStep"]

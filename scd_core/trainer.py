@@ -8,7 +8,8 @@ whose per-task gradients at the shared trunk also give the six GradNorm norms
 That step keeps every shape fixed (masks are weights, not indices) and reads nothing back to
 the host: losses, GradNorm state and pseudo-label statistics stay on the device and are read
 once per epoch, so on CUDA the step is captured whole as one graph (``cuda_graph``,
-``scd_core.static_step``).
+``scd_core.static_step``), and its updates of the running state (GradNorm weights, the
+epoch's sums: ~140 tiny ops) are compiled into a few fused kernels (``fuse_updates``).
 
 Model selection uses dev splits only (``scd_core.evaluation.dev_score``). Every epoch
 ends with an ``EpochReport`` handed to ``on_epoch`` (the tuning job reports it to Ray Tune
@@ -40,7 +41,7 @@ from scd_core.losses import Component, masked_supervised_losses
 from scd_core.model import SharedState
 from scd_core.optim import build_optimizer, build_scheduler, steps_per_batch
 from scd_core.pseudo_labels import EMATeacher, PseudoLabeler
-from scd_core.static_step import StaticStep
+from scd_core.static_step import Fused, StaticStep
 
 BRANCHES = ("sup", "ssl")
 
@@ -118,8 +119,8 @@ class _EpochSums:
             t.zero_()
         self.bad_step.fill_(-1)
 
-    def add(self, losses: StepLosses) -> None:
-        values, present = losses.values.detach(), losses.present
+    def add(self, values: Tensor, present: Tensor) -> None:
+        """Add one step's losses [K] (``names`` order, detached) where ``present`` [K] bool."""
         first_bad = (present & ~torch.isfinite(values)).any() & (self.bad_step < 0)
         self.bad_step.copy_(torch.where(first_bad, self.step, self.bad_step))
         self.bad_values.copy_(torch.where(first_bad, values, self.bad_values))
@@ -166,6 +167,8 @@ class Trainer:
         if cfg.cuda_graph == "on" and self.device.type != "cuda":
             raise ConfigError(f"cuda_graph=on needs a CUDA device; this run's device is {self.device}")
         self.cuda_graph = cfg.cuda_graph == "on" or (cfg.cuda_graph == "auto" and self.device.type == "cuda")
+        fuse = cfg.fuse_updates == "on" or (cfg.fuse_updates == "auto" and self.device.type == "cuda")
+        self._record = Fused(self._record_step, enabled=fuse)
         self._static: tuple[bool, StaticStep] | None = None  # (ssl_active, its step)
         uses_ssl = ssl.enabled and self.gradnorm["ssl"] is not None
         self.pseudo_labeler = PseudoLabeler(ssl, self.tasks, data.train) if uses_ssl else None
@@ -240,20 +243,28 @@ class Trainer:
         """Gradients in ``.grad``, the GradNorm update and the epoch's sums, all on the device;
         ``fixed_work=False`` lets the GradNorm passes read presence flags (see ``_trunk_backward``)."""
         components, total, norms = self._gradients(batch, rows, valid, ssl_active, fixed_work)
+        detached = {b: {t: c._replace(loss=c.loss.detach()) for t, c in parts.items()} for b, parts in components.items()}
+        return StepLosses(self.loss_names, *self._record(detached, total.detach(), norms))
+
+    def _record_step(self, components: dict[str, dict[str, Component]], total: Tensor,
+                     norms: dict[str, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """The step's updates of the running state from its detached losses: GradNorm's weights
+        (when ``norms``) and the epoch's sums. Returns the step's losses (``loss_names`` order)
+        and their presence flags. About 140 tiny elementwise ops, which ``fuse_updates``
+        compiles into a few kernels."""
         if norms is not None:
             for branch, gn in self.gradnorm.items():
                 if gn is not None and branch in components:
                     parts = [components[branch][t] for t in self.tasks]
-                    gn.update_tensors(torch.stack([c.loss.detach() for c in parts]),
+                    gn.update_tensors(torch.stack([c.loss for c in parts]),
                                       torch.stack([norms[f"{branch}_{t}"] for t in self.tasks]),
                                       torch.stack([c.present for c in parts]))
         absent = Component(total.new_zeros(()), torch.zeros((), dtype=torch.bool, device=self.device))
         parts = [components.get(b, {}).get(t, absent) for b in BRANCHES for t in self.tasks]
-        losses = StepLosses(self.loss_names,
-                            torch.stack([*(c.loss.detach() for c in parts), total.detach()]),
-                            torch.stack([*(c.present for c in parts), torch.ones_like(absent.present)]))
-        self._sums.add(losses)
-        return losses
+        values = torch.stack([*(c.loss for c in parts), total])
+        present = torch.stack([*(c.present for c in parts), torch.ones_like(absent.present)])
+        self._sums.add(values, present)
+        return values, present
 
     def backward(self, batch: CorpusTensors, rows: Tensor, epoch: int = 0, step: int = 0):
         """Forward, losses and gradients of ``sum(w * L)`` in every parameter's ``.grad``, read

@@ -33,7 +33,7 @@ def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
     assert result["skipped"] == []
     assert {(r["batch_size"], r["weights"], r["mode"]) for r in result["steps"]} == {
         (b, w, "eager") for b in (32, 256) for w in ("gradnorm", "fixed")}
-    assert all(r["ms_per_step"] > 0 and not r["captured"] for r in result["steps"])
+    assert all(r["ms_per_step"] > 0 and not r["captured"] and not r["fused"] for r in result["steps"])  # CPU: unfused
     ops = {(r["batch_size"], r["weights"]): r["ops_per_step"] for r in result["steps"]}
     assert ops[32, "gradnorm"] > ops[32, "fixed"] > 0  # GradNorm's trunk pass adds ops
     assert all(r["us_per_op"] == round(1000 * r["ms_per_step"] / r["ops_per_step"], 2) for r in result["steps"])
@@ -54,7 +54,7 @@ def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
     assert not any(t["name"] in ("aten::view", "aten::empty", "aten::as_strided") for t in top)  # no work of their own
     assert any(t["name"] in ("aten::mm", "aten::addmm", "aten::bmm") for t in top)  # matmuls count, their conj checks do not hide them
     markdown = (out / "gpu_step_cpu.md").read_text()
-    assert "| 256 | fixed | eager |" in markdown and "| ops/step | us/op |" in markdown
+    assert "| 256 | fixed | eager | no |" in markdown and "| ops/step (unfused) | us/op |" in markdown
     assert "trial-epochs per hour" in markdown
     assert "Device time per step, batch 32, GradNorm, eager" in markdown and "| device op | per step |" in markdown
 
