@@ -10,7 +10,7 @@ Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
 1. ms per training step, MCDM-2 at the paper's configuration (the config defaults), batch 32
    and 256, dual-branch GradNorm and fixed task weights, eager and captured as one CUDA graph
    (``cuda_graph``; captured only on CUDA), with the step's updates fused as the trainer runs
-   them (``fuse_updates``: on CUDA) and, at batch 32 with GradNorm on CUDA, unfused too; with
+   them (``fuse_elementwise``: on CUDA) and, at batch 32 with GradNorm on CUDA, unfused too; with
    the unfused step's ops that compute (counted once on the eager step,
    ``scd_core.static_step.ComputeOps``: about one kernel each) and its us per op, which tells
    whether a captured step is bound by its number of kernels;
@@ -89,7 +89,7 @@ def captured(trainer: Trainer) -> bool:
 
 
 def fused(trainer: Trainer) -> bool:
-    """Whether the step's updates ran compiled (``fuse_updates``), not fallen back to eager."""
+    """Whether the step's updates ran compiled (``fuse_elementwise``), not fallen back to eager."""
     return trainer._record.compiled is not None
 
 
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def step_variant(batch_size: int, weights: str, mode: str, fuse: str = "auto") -> None:
         cfg = bench_config(args.device, batch_size, f"ssl.gradnorm={str(weights == 'gradnorm').lower()}",
-                           f"cuda_graph={'on' if mode == 'captured' else 'off'}", f"fuse_updates={fuse}", *args.set)
+                           f"cuda_graph={'on' if mode == 'captured' else 'off'}", f"fuse_elementwise={fuse}", *args.set)
         trainer = Trainer(cfg, data)
         ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
         if mode == "eager":  # the updates run unfused under the counter (torch.compile refuses it)
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("epoch", epoch, _no_estimate),
         *shares[:1],
         *((f"profile batch 32 gradnorm {m}", partial(profile_variant, m), _no_estimate) for m in modes),
-        # What fusing the updates gains, where it is on by default (fuse_updates=auto on CUDA).
+        # What fusing the updates gains, where it is on by default (fuse_elementwise=auto on CUDA).
         *((f"step batch 32 gradnorm {m} unfused", partial(step_variant, 32, "gradnorm", m, "off"), _no_estimate)
           for m in modes if device.type == "cuda"),
         *shares[1:],

@@ -214,7 +214,7 @@ class ExperimentConfig(_Section):
     cuda_graph: Literal["auto", "on", "off"] = Field(
         "auto", description="replay the training step as one captured CUDA graph (scd_core.static_step): "
                             "auto = on when the device is CUDA; on = required (an error elsewhere); off = eager")
-    fuse_updates: Literal["auto", "on", "off"] = Field(
+    fuse_elementwise: Literal["auto", "on", "off"] = Field(
         "auto", description="compile the step's updates of its running state (GradNorm weights, the epoch's sums) "
                             "into a few fused kernels with torch.compile (scd_core.static_step.Fused): auto = on "
                             "when the device is CUDA; on = on any device (the CPU needs a C++ compiler); off = eager")
@@ -223,7 +223,7 @@ class ExperimentConfig(_Section):
     ssl: SSLConfig = SSLConfig()
     optim: OptimConfig = OptimConfig()
 
-    @field_validator("cuda_graph", "fuse_updates", mode="before")
+    @field_validator("cuda_graph", "fuse_elementwise", mode="before")
     @classmethod
     def _on_off(cls, v: Any) -> Any:
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML reads on/off as booleans

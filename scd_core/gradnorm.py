@@ -133,7 +133,7 @@ class GradNorm:
         self.budget = float(budget)
         self.w_floor = float(w_floor)
         # The update reads its settings as tensors: a compiled update (the trainer's
-        # ``fuse_updates``) is then one graph whatever their values, not one per trial.
+        # ``fuse_elementwise``) is then one graph whatever their values, not one per trial.
         self.settings_tensor = torch.tensor([self.alpha, self.lr, self.budget, self.w_floor], dtype=torch.float64,
                                             device=device)
         self.weight_tensor = torch.empty(len(names), dtype=torch.float64, device=device)

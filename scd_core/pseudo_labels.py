@@ -51,7 +51,7 @@ ALIGN_MOMENTUM = 0.99
 _EPS = 1e-6
 
 
-def sharpen(q: Tensor, temperature: float) -> Tensor:
+def sharpen(q: Tensor, temperature: float | Tensor) -> Tensor:
     """``q^(1/T) / sum_c q_c^(1/T)`` over the last dimension (MixMatch's sharpening), in log space."""
     return F.softmax(torch.log(q.clamp_min(_EPS)) / temperature, dim=-1)
 
@@ -113,9 +113,13 @@ class PseudoLabeler:
     def __init__(self, cfg: SSLConfig, tasks: Sequence[str], train: CorpusTensors) -> None:
         self.cfg = cfg
         self.tasks = list(tasks)
-        self.thresholds = {"emo": cfg.tau_emo, "pt": cfg.tau_pt, "ah": cfg.tau_ah}
         classified = [t for t in self.tasks if t in CLASSES]
         device = train.device
+        # Tensors, not floats: compiled losses (the trainer's ``fuse_elementwise``) are then one
+        # graph whatever a trial's values, not one per trial.
+        self.thresholds = {t: torch.tensor(tau, device=device)
+                           for t, tau in (("emo", cfg.tau_emo), ("pt", cfg.tau_pt), ("ah", cfg.tau_ah))}
+        self.temperature = torch.tensor(cfg.temperature, device=device)
         self.unlabelled = {t: int((~train.label_mask[t]).sum()) for t in classified}
         # One slot past the rows: the rows that write nothing in a step write there (fixed shapes).
         self._memory = ({t: torch.full((len(train) + 1,), -1, dtype=torch.long, device=device) for t in classified}
@@ -169,7 +173,7 @@ class PseudoLabeler:
         stats["candidates"] += unlabelled.sum()
         stats["classes"] += (_one_hot(label, len(CLASSES[task])) & keep[:, None]).sum(dim=0)
         if self.cfg.pseudo_labels == "soft":
-            return masked_mean(soft_cross_entropy(logits, sharpen(q, self.cfg.temperature), reduction="none"), keep)
+            return masked_mean(soft_cross_entropy(logits, sharpen(q, self.temperature), reduction="none"), keep)
         return masked_mean(F.cross_entropy(logits, label, reduction="none"), keep)
 
     def _traits(self, p: Tensor, source: Tensor, unlabelled: Tensor) -> Component:
@@ -182,7 +186,7 @@ class PseudoLabeler:
         stats["kept"] += keep.sum(dim=0)
         stats["high"] += (keep & high).sum(dim=0)
         if self.cfg.pseudo_labels == "soft":
-            target = sharpen(torch.stack([1 - source, source], dim=-1), self.cfg.temperature)[..., 1]
+            target = sharpen(torch.stack([1 - source, source], dim=-1), self.temperature)[..., 1]
         else:
             target = high.to(p.dtype)
         # F.binary_cross_entropy's formula without its range check, which a NaN row (a diverged
@@ -196,7 +200,7 @@ class PseudoLabeler:
         tau = self.thresholds[task]
         classes = len(CLASSES[task])
         if task not in self.memory:
-            return torch.full((classes,), tau, device=self._device)
+            return tau.expand(classes)
         memory = self.memory[task]
         # Counts per class, with "no class yet" (-1) in an extra first bin: fixed shapes, no bincount.
         sigma = torch.zeros(classes + 1, device=self._device).scatter_add_(

@@ -100,11 +100,12 @@ class StaticStep(Generic[Output]):
 class Fused(Generic[Output]):
     """``fn`` compiled by ``torch.compile`` into a few fused kernels when ``enabled``, else ``fn``.
 
-    For the step's elementwise bookkeeping on tiny tensors (the GradNorm updates, the epoch's
-    sums): eagerly each of its ~140 ops is a kernel of its own, a launch or a graph node that
-    does almost nothing; compiled they are a handful. ``fn`` must trace as one graph
-    (``fullgraph``) with fixed shapes, and read its settings from tensors, so that trials
-    with other values reuse the compiled code (inductor's cache) instead of compiling anew.
+    For the step's elementwise stages on small tensors (losses, pseudo-labels, the GradNorm
+    updates, the epoch's sums): eagerly each of their ops is a kernel of its own, a launch or
+    a graph node that does almost nothing; compiled, a few kernels do them all (and their
+    backward). ``fn`` must trace as one graph (``fullgraph``) with fixed shapes and read its
+    settings from tensors, so that trials with other values reuse the compiled code
+    (inductor's cache) instead of compiling anew.
 
     If compiling fails (no compiler, an op the compiler lacks), it warns once and calls ``fn``
     from then on: compiling fails before ``fn``'s first effect, so nothing is applied twice.
@@ -120,11 +121,15 @@ class Fused(Generic[Output]):
         if self.compiled is None or is_in_torch_dispatch_mode():
             return self.fn(*args)
         try:
-            return self.compiled(*args)
+            with warnings.catch_warnings():
+                # The compiler reads .grad of every input, which warns for the non-leaf ones (a model's outputs).
+                warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+                return self.compiled(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure: the eager function is the same step
             first_line = next(iter(str(error).splitlines()), "")  # the compiler's messages run to pages
-            warnings.warn(f"the step's updates could not be compiled ({type(error).__name__}: {first_line}); they run "
-                          "eagerly from now on (fuse_updates=off skips the attempt)", stacklevel=2)
+            warnings.warn(f"{getattr(self.fn, '__name__', 'a step function')} could not be compiled "
+                          f"({type(error).__name__}: {first_line}); it runs eagerly from now on "
+                          "(fuse_elementwise=off skips the attempt)", stacklevel=2)
             self.compiled = None
             return self.fn(*args)
 

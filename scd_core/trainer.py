@@ -9,7 +9,7 @@ That step keeps every shape fixed (masks are weights, not indices) and reads not
 the host: losses, GradNorm state and pseudo-label statistics stay on the device and are read
 once per epoch, so on CUDA the step is captured whole as one graph (``cuda_graph``,
 ``scd_core.static_step``), and its updates of the running state (GradNorm weights, the
-epoch's sums: ~140 tiny ops) are compiled into a few fused kernels (``fuse_updates``).
+epoch's sums: ~140 tiny ops) are compiled into a few fused kernels (``fuse_elementwise``).
 
 Model selection uses dev splits only (``scd_core.evaluation.dev_score``). Every epoch
 ends with an ``EpochReport`` handed to ``on_epoch`` (the tuning job reports it to Ray Tune
@@ -163,11 +163,13 @@ class Trainer:
         self._fixed_weights = {b: torch.full((len(self.tasks),), 0.0 if gn is None else 1.0, device=self.device)
                                for b, gn in self.gradnorm.items()}
         self.loss_names = (*(f"{b}_{t}" for b in BRANCHES for t in self.tasks), "total")
+        self._emo_target = ssl.emo_target
         self._sums = _EpochSums(self.loss_names, self.device)
         if cfg.cuda_graph == "on" and self.device.type != "cuda":
             raise ConfigError(f"cuda_graph=on needs a CUDA device; this run's device is {self.device}")
         self.cuda_graph = cfg.cuda_graph == "on" or (cfg.cuda_graph == "auto" and self.device.type == "cuda")
-        fuse = cfg.fuse_updates == "on" or (cfg.fuse_updates == "auto" and self.device.type == "cuda")
+        fuse = cfg.fuse_elementwise == "on" or (cfg.fuse_elementwise == "auto" and self.device.type == "cuda")
+        self._losses = Fused(self._losses_step, enabled=fuse)
         self._record = Fused(self._record_step, enabled=fuse)
         self._static: tuple[bool, StaticStep] | None = None  # (ssl_active, its step)
         uses_ssl = ssl.enabled and self.gradnorm["ssl"] is not None
@@ -246,11 +248,22 @@ class Trainer:
         detached = {b: {t: c._replace(loss=c.loss.detach()) for t, c in parts.items()} for b, parts in components.items()}
         return StepLosses(self.loss_names, *self._record(detached, total.detach(), norms))
 
+    def _losses_step(self, outputs: dict[str, Tensor], labels: dict[str, Tensor], label_mask: dict[str, Tensor],
+                     targets: dict[str, Tensor] | None, rows: Tensor, valid: Tensor | None,
+                     ) -> dict[str, dict[str, Component]]:
+        """The step's loss components: supervised, and pseudo-label ones from ``targets`` (with
+        the pseudo-label state's updates). About 120 tiny ops and their backward, which
+        ``fuse_elementwise`` compiles into a few kernels."""
+        components = {"sup": masked_supervised_losses(outputs, labels, label_mask, self._emo_target, valid)}
+        if targets is not None:
+            components["ssl"] = self.pseudo_labeler.masked_losses(outputs, targets, label_mask, rows, valid)
+        return components
+
     def _record_step(self, components: dict[str, dict[str, Component]], total: Tensor,
                      norms: dict[str, Tensor] | None) -> tuple[Tensor, Tensor]:
         """The step's updates of the running state from its detached losses: GradNorm's weights
         (when ``norms``) and the epoch's sums. Returns the step's losses (``loss_names`` order)
-        and their presence flags. About 140 tiny elementwise ops, which ``fuse_updates``
+        and their presence flags. About 140 tiny elementwise ops, which ``fuse_elementwise``
         compiles into a few kernels."""
         if norms is not None:
             for branch, gn in self.gradnorm.items():
@@ -288,7 +301,7 @@ class Trainer:
         Returns ``({branch: {task: Component}}, total, norms)``, norms being the unweighted
         GradNorm norms by ``<branch>_<task>`` as 0-d tensors (None without GradNorm).
         """
-        model, gradnorm, ssl = self.model, self.cfg.ssl.gradnorm, self.cfg.ssl
+        model, gradnorm = self.model, self.cfg.ssl.gradnorm
         modality_mask = batch.modality_mask
         if model.training:
             modality_mask = drop_modalities(modality_mask, self.cfg.data.modality_dropout)
@@ -296,11 +309,11 @@ class Trainer:
         state = model.encode(batch.features, modality_mask, validate=False)
         branch_inputs = {t: _detached(state) if gradnorm else state for t in self.tasks}
         outputs = {t: model.decode(branch_inputs[t], t) for t in self.tasks}
-        components = {"sup": masked_supervised_losses(outputs, batch.labels, batch.label_mask, ssl.emo_target, valid)}
+        targets = None
         if ssl_active:
             # The teacher sees the whole row: its targets do not depend on the student's dropped modalities.
             targets = outputs if self.teacher is None else self.teacher(batch.features, batch.modality_mask)
-            components["ssl"] = self.pseudo_labeler.masked_losses(outputs, targets, batch.label_mask, rows, valid)
+        components = self._losses(outputs, batch.labels, batch.label_mask, targets, rows, valid)
         weights = {b: self._weight_tensor(b) for b in components}
         # An absent component's loss is 0 with a zero gradient: it adds nothing, as if left out.
         # One product of the stacked components (a kernel or two, not one per component).
