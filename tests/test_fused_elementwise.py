@@ -4,6 +4,7 @@ trials with other settings reuse the compiled code, and a function that cannot b
 runs eagerly."""
 
 import math
+import threading
 import shutil
 
 import pytest
@@ -110,3 +111,17 @@ def test_a_function_that_cannot_compile_warns_and_runs_eagerly():
     assert torch.equal(out, torch.full((3,), 2.0)) and fused.compiled is None
     assert float(state) == 1.0  # applied once: the failed compilation ran nothing
     assert torch.equal(fused(-torch.ones(3)), -torch.ones(3)) and float(state) == 2.0
+
+
+def test_compiles_in_a_thread_as_a_tune_trial_runs():
+    """Ray Tune runs a trial's function in a thread of its actor: compiling must work there."""
+    result = {}
+
+    def trial():
+        fused = Fused(lambda x, y: (x * 2 + y).relu().sum(), enabled=True)
+        result["value"], result["compiled"] = fused(torch.ones(4), -torch.ones(4)), fused.compiled is not None
+
+    thread = threading.Thread(target=trial)
+    thread.start()
+    thread.join()
+    assert result == {"value": torch.tensor(4.0), "compiled": True}
