@@ -143,7 +143,8 @@ def test_captured_step_equals_the_eager_one_on_cuda(demo_store):
     cfg = load_config(None, [*SMALL, "model.dropout=0", "device=cuda", "optim.batch_size=32",
                              "optim.optimizer=sgd", "optim.lr=0.05"])
     data = load_training_data(cfg, demo_store, torch.device("cuda"))
-    eager = Trainer(cfg.model_copy(update={"cuda_graph": "off"}), data)
+    # The trainer's CUDA default (captured, the elementwise stages fused) against plain eager.
+    eager = Trainer(cfg.model_copy(update={"cuda_graph": "off", "fuse_elementwise": "off"}), data)
     graph = Trainer(cfg.model_copy(update={"cuda_graph": "on"}), data)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).cuda()
     sizes = [32] * (WARMUP_STEPS + 3) + [20]  # the last one padded to 32
@@ -155,6 +156,7 @@ def test_captured_step_equals_the_eager_one_on_cuda(demo_store):
         got = graph.train_step(None, rows, 0, step).host()
         assert got == pytest.approx(want, rel=1e-4, abs=1e-6), step
     assert graph._static[1].graph is not None  # captured, not fallen back to eager
+    assert graph._losses.compiled is not None and graph._record.compiled is not None  # fused, not fallen back
     for branch in ("sup", "ssl"):
         assert graph.gradnorm[branch].weights == pytest.approx(eager.gradnorm[branch].weights, rel=1e-4)
     for p, q in zip(graph.model.parameters(), eager.model.parameters()):
