@@ -8,8 +8,9 @@ whose per-task gradients at the shared trunk also give the six GradNorm norms
 That step keeps every shape fixed (masks are weights, not indices) and reads nothing back to
 the host: losses, GradNorm state and pseudo-label statistics stay on the device and are read
 once per epoch, so on CUDA the step is captured whole as one graph (``cuda_graph``,
-``scd_core.static_step``), and its updates of the running state (GradNorm weights, the
-epoch's sums: ~140 tiny ops) are compiled into a few fused kernels (``fuse_elementwise``).
+``scd_core.static_step``), its elementwise stages (losses, pseudo-labels, GradNorm updates,
+the epoch's sums: about 265 tiny ops and their backward) compiled into a few fused kernels
+(``fuse_elementwise``).
 
 Model selection uses dev splits only (``scd_core.evaluation.dev_score``). Every epoch
 ends with an ``EpochReport`` handed to ``on_epoch`` (the tuning job reports it to Ray Tune
