@@ -115,7 +115,10 @@ class Fused(Generic[Output]):
 
     def __init__(self, fn: Callable[..., Output], enabled: bool) -> None:
         self.fn = fn
-        self.compiled = torch.compile(fn, fullgraph=True, dynamic=False) if enabled else None
+        # One compile thread: the graphs are small, and inductor would otherwise start a pool of
+        # as many workers as the machine has cores in every process (8 trials sharing a GPU: 8 pools).
+        self.compiled = (torch.compile(fn, fullgraph=True, dynamic=False, options={"compile_threads": 1})
+                         if enabled else None)
 
     def __call__(self, *args) -> Output:
         if self.compiled is None or is_in_torch_dispatch_mode():
