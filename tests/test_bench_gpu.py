@@ -55,7 +55,8 @@ def test_quick_cpu_run_writes_every_part(tmp_path, demo_store):
     assert any(t["name"] in ("aten::mm", "aten::addmm", "aten::bmm") for t in top)  # matmuls count, their conj checks do not hide them
     markdown = (out / "gpu_step_cpu.md").read_text()
     assert "| 256 | fixed | eager | no |" in markdown and "| ops/step (unfused) | us/op |" in markdown
-    assert "trial-epochs per hour" in markdown
+    assert "trial-epochs per hour" in markdown and "| 2 |" in markdown and "| no |" in markdown
+    assert result["target_parts_fuse_elementwise"] == "default" and "ran unfused" not in markdown
     assert "Device time per step, batch 32, GradNorm, eager" in markdown and "| device op | per step |" in markdown
 
 
@@ -90,3 +91,19 @@ def test_a_failing_part_is_recorded_and_the_run_goes_on(tmp_path, demo_store):
     assert all("cuda_graph=on needs a CUDA device" in f for f in result["failed"] if not f.startswith("sharing"))
     assert "exited before it was ready" in result["failed"][2]
     assert "Failed: step batch 32 gradnorm eager: ConfigError" in (out / "gpu_step_cpu.md").read_text()
+
+
+def test_the_target_parts_run_unfused_only_where_unfused_measured_faster():
+    sys.path.insert(0, str(SCRIPT.parent))
+    from bench_gpu import faster_unfused
+
+    def row(fused, ms, mode="captured", captured=True, batch=32, weights="gradnorm"):
+        return {"batch_size": batch, "weights": weights, "mode": mode, "captured": captured, "fused": fused,
+                "ms_per_step": ms}
+
+    assert faster_unfused([row(True, 3.0), row(False, 2.5)])
+    assert not faster_unfused([row(True, 2.5), row(False, 3.0)])
+    assert not faster_unfused([row(True, 3.0)])  # nothing to compare (the CPU, or a skipped row)
+    assert not faster_unfused([row(True, 3.0), row(False, 2.5, mode="eager", captured=False)])  # eager rows do not count
+    assert faster_unfused([row(True, 9.0, captured=False), row(False, 2.5)])  # the fused capture failed: eager, slow
+    assert not faster_unfused([row(True, 3.0), row(False, 2.5, batch=256), row(False, 2.5, weights="fixed")])
