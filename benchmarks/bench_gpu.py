@@ -9,13 +9,12 @@ Prints and writes (``<out>/gpu_step_<device>.json`` and ``.md``):
 
 1. ms per training step, MCDM-2 at the paper's configuration (the config defaults), batch 32
    and 256, dual-branch GradNorm and fixed task weights, eager and captured as one CUDA graph
-   (``cuda_graph``; captured only on CUDA), with the step's updates fused as the trainer runs
+   (``cuda_graph``; captured only on CUDA), its elementwise stages fused as the trainer runs
    them (``fuse_elementwise``: on CUDA) and, at batch 32 with GradNorm on CUDA, unfused too (if
-   the captured step is faster unfused, the epoch, sharing and profile parts run unfused and the
-   results say so); with
-   the unfused step's ops that compute (counted once on the eager step,
-   ``scd_core.static_step.ComputeOps``: about one kernel each) and its us per op, which tells
-   whether a captured step is bound by its number of kernels;
+   the captured step is faster unfused, the epoch, sharing and profile parts run unfused and
+   the results say so); with the unfused step's ops that compute (counted once on the eager
+   step, ``scd_core.static_step.ComputeOps``: about one kernel each) and its us per op, which
+   tells whether a captured step is bound by its number of kernels;
 2. seconds per epoch over the synthetic ``paper`` preset (corpora sized like the paper's,
    ``bench_train.paper_store``) at batch 32 with GradNorm, the step as the trainer runs it
    (captured on CUDA), and the dev evaluation that ends a trial's epoch;
