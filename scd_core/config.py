@@ -215,9 +215,10 @@ class ExperimentConfig(_Section):
         "auto", description="replay the training step as one captured CUDA graph (scd_core.static_step): "
                             "auto = on when the device is CUDA; on = required (an error elsewhere); off = eager")
     fuse_elementwise: Literal["auto", "on", "off"] = Field(
-        "auto", description="compile the step's updates of its running state (GradNorm weights, the epoch's sums) "
-                            "into a few fused kernels with torch.compile (scd_core.static_step.Fused): auto = on "
-                            "when the device is CUDA; on = on any device (the CPU needs a C++ compiler); off = eager")
+        "auto", description="compile the step's elementwise stages (losses, pseudo-labels, GradNorm updates, the "
+                            "epoch's sums) into a few fused kernels with torch.compile (scd_core.static_step.Fused): "
+                            "auto = on when the device is CUDA; on = on any device (the CPU needs a C++ compiler); "
+                            "off = eager")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     ssl: SSLConfig = SSLConfig()

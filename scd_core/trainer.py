@@ -164,7 +164,6 @@ class Trainer:
         self._fixed_weights = {b: torch.full((len(self.tasks),), 0.0 if gn is None else 1.0, device=self.device)
                                for b, gn in self.gradnorm.items()}
         self.loss_names = (*(f"{b}_{t}" for b in BRANCHES for t in self.tasks), "total")
-        self._emo_target = ssl.emo_target
         self._sums = _EpochSums(self.loss_names, self.device)
         if cfg.cuda_graph == "on" and self.device.type != "cuda":
             raise ConfigError(f"cuda_graph=on needs a CUDA device; this run's device is {self.device}")
@@ -255,7 +254,7 @@ class Trainer:
         """The step's loss components: supervised, and pseudo-label ones from ``targets`` (with
         the pseudo-label state's updates). About 120 tiny ops and their backward, which
         ``fuse_elementwise`` compiles into a few kernels."""
-        components = {"sup": masked_supervised_losses(outputs, labels, label_mask, self._emo_target, valid)}
+        components = {"sup": masked_supervised_losses(outputs, labels, label_mask, self.cfg.ssl.emo_target, valid)}
         if targets is not None:
             components["ssl"] = self.pseudo_labeler.masked_losses(outputs, targets, label_mask, rows, valid)
         return components
