@@ -90,7 +90,7 @@ def captured(trainer: Trainer) -> bool:
 
 
 def fused(trainer: Trainer) -> bool:
-    """Whether the step's updates ran compiled (``fuse_elementwise``), not fallen back to eager."""
+    """Whether the step's elementwise stages ran compiled (``fuse_elementwise``), not fallen back to eager."""
     return trainer._record.compiled is not None
 
 
@@ -116,24 +116,15 @@ def device_profile(trainer: Trainer, steps: int) -> dict:
     """Where a step's device time goes: torch.profiler over ``steps`` steps after a warm-up
     that includes any capture. On CUDA it lists the kernels, copies and fills the GPU ran, as
     the GPU timed them; on the CPU the ops that do the work (no op beneath them, no view or
-    allocation), by their own time. ``busy_ms_per_step`` is their sum; against ``ms_per_step`` (the same steps timed
-    without the profiler, whose host overhead would count) a busy share well under 1 says the
-    device waited on the host."""
+    allocation), by their own time. ``busy_ms_per_step`` is their sum; against
+    ``ms_per_step`` (the same number of steps timed without the profiler, whose host overhead
+    would count) a busy share well under 1 says the device waited on the host."""
+    ms = time_steps(trainer, steps, warmup=5)
     batches = shuffled_batches(trainer)
-    trainer.model.train()
-    order = [batches[i % len(batches)] for i in range(5 + 2 * steps)]
-    for step, idx in enumerate(order[:5]):
-        trainer.train_step(None, idx, 0, step)
-    synchronize(trainer.device)
-    tic = time.perf_counter()
-    for step, idx in enumerate(order[5:5 + steps]):
-        trainer.train_step(None, idx, 0, step)
-    synchronize(trainer.device)
-    ms = 1000 * (time.perf_counter() - tic) / steps
     cuda = trainer.device.type == "cuda"
     with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
-        for step, idx in enumerate(order[5 + steps:]):
-            trainer.train_step(None, idx, 0, step)
+        for step in range(steps):  # the batches after the timed ones
+            trainer.train_step(None, batches[(5 + steps + step) % len(batches)], 0, step)
         synchronize(trainer.device)
     if cuda:
         work = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
@@ -287,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
                            f"cuda_graph={'on' if mode == 'captured' else 'off'}", f"fuse_elementwise={fuse}", *args.set)
         trainer = Trainer(cfg, data)
         ms = time_steps(trainer, steps, warmup=5 if mode == "captured" else 2)
-        if mode == "eager":  # the updates run unfused under the counter (torch.compile refuses it)
+        if mode == "eager":  # the step runs unfused under the counter (torch.compile refuses it)
             with ComputeOps() as counted:
                 trainer.train_step(None, shuffled_batches(trainer)[0], 0, 0)
             ops_per_step[batch_size, weights] = counted.total
@@ -402,7 +393,7 @@ def write(result: dict, out: Path, device: str) -> None:
     lines = [f"# Training step on {result['device']} ({result['date']}, torch {result['torch']})", "",
              (f"Preset {result['preset']}, {result['model']}, overrides {result['overrides'] or 'none'}; "
               f"whole run {result['seconds']} s."), "",
-             "| batch | weights | mode | fused updates | ms/step | samples/s | ops/step (unfused) | us/op |",
+             "| batch | weights | mode | fused | ms/step | samples/s | ops/step (unfused) | us/op |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['weights']} | {r['mode']}{'' if r['mode'] == 'eager' or r['captured'] else ' (failed: eager)'}"
               f" | {'yes' if r['fused'] else 'no'} | {r['ms_per_step']} | {r['samples_per_s']} | {r['ops_per_step'] or '-'}"
