@@ -8,8 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (tuning/local_ray.py); Ray reads this when it is imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-# Fixtures of every test module: tiny models of the real classes (session-wide), a Ray head.
-pytest_plugins = ["model_fixtures", "cluster_fixtures"]
+# Fixtures of every test module: tiny models of the real classes (session-wide), a Ray head,
+# empty MLflow stores.
+pytest_plugins = ["model_fixtures", "cluster_fixtures", "tracking_fixtures"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -23,10 +24,11 @@ def demo_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quick_sweep(tmp_path_factory, demo_store):
+def quick_sweep(tmp_path_factory, demo_store, empty_mlflow_store):
     """The README's demo sweep (search_spaces/quick.yaml) made smaller: 3 Optuna trials of 2
     epochs with ASHA, finished, in its own MLflow store. Returns (settings, result)."""
     import ray
+    from tracking_fixtures import copy_of_store
 
     from dashboards.sweep_outputs import SWEEP_OUTPUTS
     from tuning.sweep import SweepSettings, run_sweep
@@ -34,7 +36,7 @@ def quick_sweep(tmp_path_factory, demo_store):
     tmp = tmp_path_factory.mktemp("quick")
     settings = SweepSettings(space=str(Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml"),
                              features=str(demo_store), storage_path=str(tmp / "ray"),
-                             tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", max_concurrent=2, num_samples=3,
+                             tracking_uri=copy_of_store(empty_mlflow_store, tmp), max_concurrent=2, num_samples=3,
                              epochs=2, grace_period=1, name="quick")
     started = not ray.is_initialized()  # test_tune.py runs inside its own local Ray
     if started:

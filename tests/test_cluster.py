@@ -38,9 +38,9 @@ def trial_runs(uri: str, sweep: str):
     return client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = 'trial'")
 
 
-def test_ray_job_submit_runs_the_main_job(head, tmp_path, demo_store):
+def test_ray_job_submit_runs_the_main_job(head, tmp_path, demo_store, mlflow_uri):
     _, dashboard = head
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     job = subprocess.run(
         [RAY, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
          "python", "ray_jobs/tune_ssl.py", "--space", "search_spaces/quick.yaml", "--num-samples", "2",
@@ -57,7 +57,7 @@ def test_ray_job_submit_runs_the_main_job(head, tmp_path, demo_store):
 
 
 @pytest.mark.parametrize("head", ["multinode"], indirect=True)
-def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store):
+def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store, mlflow_uri):
     """Stop a worker node while it runs trials: they are retried, none lost, no duplicate runs."""
     gcs, _ = head
     worker_port = free_port()
@@ -79,7 +79,7 @@ def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store):
                   "optim.epochs": 4, "optim.early_stopping_patience": 0},
         "parameters": {"model.dropout": [0.0, 0.05, 0.1]},
     }))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     # The driver writes to a file: a pipe nobody reads while we poll fills up and blocks it.
     log_path = tmp_path / "driver.log"
     with open(log_path, "w") as log:
@@ -126,7 +126,7 @@ def processes_under(folder: str) -> list:
     return found
 
 
-def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, demo_store):
+def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, demo_store, mlflow_uri):
     """After the README's `ray start --head`, a `tune_ssl.py` without --address or RAY_ADDRESS does
     not join that cluster (a bare ray.init() would: Ray reads the address `ray start` wrote); it
     starts a local Ray and says so. --address joins, and says so too."""
@@ -158,13 +158,13 @@ def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, dem
         sweep = subprocess.run(
             [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", str(space), "--features",
              str(demo_store), "--name", "plain", "--storage-path", str(tmp_path / "ray"), "--tracking-uri",
-             f"sqlite:///{tmp_path / 'mlflow.db'}", "--max-concurrent", "1", "--no-asha", "--report-top-k", "0"],
+             mlflow_uri, "--max-concurrent", "1", "--no-asha", "--report-top-k", "0"],
             env=env, capture_output=True, text=True, timeout=400)
         assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
         [line] = [x for x in sweep.stdout.splitlines() if x.startswith("Ray: ")]
         assert line.startswith("Ray: started a local Ray") and f":{port}," not in line, line
         assert "1 node," in line
-        [trial] = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "plain")
+        [trial] = trial_runs(mlflow_uri, "plain")
         assert trial.info.status == "FINISHED"
 
         joined = subprocess.run([sys.executable, "-c", "from tuning.local_ray import start_ray; "

@@ -3,6 +3,8 @@ classes (CLIP, CLAP, RoBERTa, CTranslate2 Whisper, Qwen2.5-VL) on real media (a 
 made into a video with real speech), and broken inputs that must be recorded, not fatal."""
 
 import csv
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -24,17 +26,16 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture
-def videos(tmp_path):
-    """A manifest of five videos, MOSEI-style labels, and what each should produce."""
-    media = tmp_path / "media"
+def make_videos(folder):
+    """A manifest of five videos in ``folder``, MOSEI-style labels: (manifest, media folder)."""
+    media = folder / "media"
     media.mkdir()
     face_video(media / "face.mp4", seconds=2)
     face_video(media / "mute.mp4", seconds=1, with_audio=False)
     noface_video(media / "cup.mp4")
     truncated(media / "face.mp4", media / "cut.mp4", fraction=0.3)
     zero_bytes(media / "empty.mp4")
-    manifest = tmp_path / "mosei.csv"
+    manifest = folder / "mosei.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["video_name", "path", *EMOTIONS])
@@ -60,18 +61,25 @@ def config(tmp_path, manifest, media, dirs, **extra) -> ExtractionConfig:
     })
 
 
-def test_every_stage_on_real_media_and_broken_inputs(local_ray, tmp_path, videos, tiny_clip_dir, tiny_clap_dir,
-                                                     tiny_roberta_dir, tiny_whisper_ct2_dir, tiny_qwen25vl_dir):
-    manifest, media = videos
-    dirs = (tiny_clip_dir, tiny_clap_dir, tiny_roberta_dir, tiny_whisper_ct2_dir, tiny_qwen25vl_dir)
-    cfg = config(tmp_path, manifest, media, dirs)
-    summary = run_extraction(cfg, progress=False)
+@pytest.fixture(scope="module")
+def first_run(local_ray, tmp_path_factory, tiny_clip_dir, tiny_clap_dir, tiny_roberta_dir, tiny_whisper_ct2_dir,
+              tiny_qwen25vl_dir):
+    """Every stage over the five videos, run once for the module (a run costs tens of seconds
+    here, mostly its actors starting): (config, summary)."""
+    folder = tmp_path_factory.mktemp("extraction")
+    manifest, media = make_videos(folder)
+    cfg = config(folder, manifest, media, (tiny_clip_dir, tiny_clap_dir, tiny_roberta_dir, tiny_whisper_ct2_dir,
+                                           tiny_qwen25vl_dir))
+    return cfg, run_extraction(cfg, progress=False)
 
+
+def test_every_stage_on_real_media_and_broken_inputs(first_run):
+    cfg, summary = first_run
     splits, problems = validate_store(cfg.output)
     assert problems == []
     store = read_split(cfg.output, "mosei", "train")
     present = {m: dict(zip(store.sample_ids, p)) for m, p in store.present.items()}
-    errors = pq.read_table(tmp_path / "store" / ERRORS).to_pylist()
+    errors = pq.read_table(Path(cfg.output) / ERRORS).to_pylist()
     reasons = {(e["sample_id"], e["stage"]) for e in errors}
 
     # The face video: faces found, CLIP on the crops, CLAP on the speech, a description.
@@ -88,21 +96,23 @@ def test_every_stage_on_real_media_and_broken_inputs(local_ray, tmp_path, videos
     assert ("cut", "decode") in reasons or "cut" in present["video"]
     assert summary.failures and summary.seconds_per_stage.keys() >= {"decode", "faces", "video", "audio", "text"}
 
-    manifest_json = Manifest.read(tmp_path / "store")
+    manifest_json = Manifest.read(cfg.output)
     video = manifest_json.modalities["video"]
     assert video.frames == 8 and video.fingerprint and video.dim == store.features["video"].shape[1]
     assert manifest_json.modalities["audio"].sampling_rate == 48000
     assert np.isfinite(store.features["audio"]).all()
 
 
-def test_rerun_retries_failures_and_keeps_successes(local_ray, tmp_path, videos, tiny_clip_dir, tiny_clap_dir,
+def test_rerun_retries_failures_and_keeps_successes(first_run, tmp_path, tiny_clip_dir, tiny_clap_dir,
                                                     tiny_roberta_dir, tiny_whisper_ct2_dir, tiny_qwen25vl_dir):
-    manifest, media = videos
+    """A rerun of a copy of the first run's folder, after its owner fixed one video."""
+    first_cfg, first = first_run
+    shutil.copytree(Path(first_cfg.output).parent, tmp_path, dirs_exist_ok=True)
     dirs = (tiny_clip_dir, tiny_clap_dir, tiny_roberta_dir, tiny_whisper_ct2_dir, tiny_qwen25vl_dir)
-    cfg = config(tmp_path, manifest, media, dirs, modalities=["video", "behavior"])
-    first = run_extraction(cfg, progress=False)
+    cfg = config(tmp_path, tmp_path / "mosei.csv", tmp_path / "media", dirs)
     failed_before = {e["sample_id"] for e in pq.read_table(tmp_path / "store" / ERRORS).to_pylist()}
-    face_video(media / "cup.mp4", seconds=1)  # the no-face video is fixed by its owner
+    assert "cup" in failed_before
+    face_video(tmp_path / "media" / "cup.mp4", seconds=1)  # the no-face video is fixed by its owner
     second = run_extraction(cfg, progress=False)
     assert second.skipped == 5 - len(failed_before)  # successes are not recomputed
     store = read_split(cfg.output, "mosei", "train")

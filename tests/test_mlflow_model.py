@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 from test_cluster import free_port
+from tracking_fixtures import copy_of_store
 
 from scd_core.checkpoint import ModelSpec, build_model, load_model, save_checkpoint
 from scd_core.config import build_config
@@ -31,7 +32,7 @@ MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory):
+def champion(tmp_path_factory, empty_mlflow_store):
     """A trial run holding a tiny checkpoint, promoted: (tracking, export dir)."""
     tmp = tmp_path_factory.mktemp("registry")
     cfg = build_config({"model": {"hidden_dim": 16, "out_features": 16, "num_heads": 2},
@@ -39,7 +40,7 @@ def champion(tmp_path_factory):
     store = {m: ModalityInfo(encoder=f"test/{m}", dim=d, fingerprint="f" * 16) for m, d in DIMS.items()}
     spec = ModelSpec(cfg, DIMS, ["emo", "pt", "ah"], store)
     save_checkpoint(tmp / "best", build_model(spec), spec)
-    tracking = Tracking.resolve(f"sqlite:///{tmp / 'mlflow.db'}")
+    tracking = Tracking.resolve(copy_of_store(empty_mlflow_store, tmp))
     client = tracking.client()
     run = client.create_run(tracking.experiment_id(client), run_name="trial", tags={"sweep": "s", "role": "trial"})
     client.log_artifacts(run.info.run_id, str(tmp / "best"), "checkpoint")
@@ -135,13 +136,13 @@ def test_mlflow_models_serve_answers_like_predict(champion, tmp_path):
         log.close()
 
 
-def test_promotion_guards_reuse_a_version_and_keep_a_better_champion(tmp_path):
+def test_promotion_guards_reuse_a_version_and_keep_a_better_champion(tmp_path, mlflow_uri):
     """Re-promoting a run reuses its version; a worse run replaces the champion only when told."""
     cfg = build_config({"model": {"hidden_dim": 8, "out_features": 8, "num_heads": 2},
                         "data": {"modalities": list(DIMS)}})
     spec = ModelSpec(cfg, DIMS, ["emo", "pt", "ah"])
     save_checkpoint(tmp_path / "best", build_model(spec), spec)
-    tracking = Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking = Tracking.resolve(mlflow_uri)
     client = tracking.client()
 
     def trial(score: float) -> str:

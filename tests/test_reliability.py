@@ -141,7 +141,7 @@ def mlflow_runs(uri: str, sweep: str, role: str):
     return client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = '{role}'")
 
 
-def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, demo_store):
+def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, demo_store, mlflow_uri):
     """Every trial fails the same way on every attempt: hidden_dim 18 with 4 heads only when its
     config is resolved in the trial (grid combinations are not checked at load), the other on a
     training corpus that has no train split. Each failure is a FAILED MLflow run with its
@@ -154,7 +154,7 @@ def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, d
                   "data.train_corpora": ["meld"], "data.tasks": ["emo"]},
         "parameters": {"model.hidden_dim": [16, 18], "model.num_heads": [4]},
     }))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     code, out, sockets = run_watching_sockets(
         [sys.executable, "ray_jobs/tune_ssl.py", "--space", str(space), "--features", str(demo_store), "--name",
          "doomed", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri, "--max-failures", "2",
@@ -333,7 +333,7 @@ def test_unusable_storage_path_fails_before_any_run(tmp_path, demo_store, capsys
 
 # ----------------------------------------------------------------- 10. debris
 
-def test_terminated_sweep_marks_its_parent_failed_and_stops_its_ray(tmp_path, demo_store):
+def test_terminated_sweep_marks_its_parent_failed_and_stops_its_ray(tmp_path, demo_store, mlflow_uri):
     """SIGTERM to a sweep's driver mid-trial: the parent run is FAILED with the reason, the trial
     it interrupted KILLED, and the local Ray it started (GCS, raylet, agents, workers) is gone."""
     import psutil
@@ -344,7 +344,7 @@ def test_terminated_sweep_marks_its_parent_failed_and_stops_its_ray(tmp_path, de
         "fixed": {"model.hidden_dim": 16, "model.out_features": 16, "model.num_heads": 2, "optim.epochs": 50,
                   "optim.batch_size": 512, "optim.early_stopping_patience": 0},
     }))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     with open(tmp_path / "log", "w") as log:
         driver = subprocess.Popen(
             [sys.executable, "ray_jobs/tune_ssl.py", "--space", str(space), "--features", str(demo_store), "--name",

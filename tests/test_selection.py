@@ -30,9 +30,9 @@ def board_ranks(tracking: Tracking) -> dict[str, float]:
 
 
 @pytest.fixture
-def sweep(tmp_path) -> tuple[Tracking, dict[str, str]]:
+def sweep(tmp_path, mlflow_uri) -> tuple[Tracking, dict[str, str]]:
     """Two finished trial runs of one sweep, with their best dev metrics and score."""
-    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"))
+    tracking = Tracking(mlflow_uri, artifact_location=str(tmp_path / "artifacts"))
     client = tracking.client()
     ids = {}
     for name, metrics in IN_DOMAIN.items():

@@ -29,9 +29,10 @@ def train_runs(tracking: Tracking):
     return client.search_runs([tracking.experiment_id(client)], "tags.role = 'train'")
 
 
-def test_training_is_one_mlflow_run_with_a_trials_metrics_figures_and_checkpoint(tmp_path, demo_store, capsys):
+def test_training_is_one_mlflow_run_with_a_trials_metrics_figures_and_checkpoint(tmp_path, demo_store, mlflow_uri,
+                                                                                   capsys):
     main = train_main()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     out = tmp_path / "mcdm"
     assert main(["--features", str(demo_store), "--output", str(out), "--tracking-uri", uri, *TINY,
                  "optim.epochs=2"]) == 0

@@ -16,18 +16,23 @@ import ray
 import torch
 import yaml
 
+from dashboards.report import publish_report
 from dashboards.sweep_outputs import SWEEP_OUTPUTS
 from scd_core.checkpoint import load_model
 from scd_core.evaluation import predict
 from scd_core.features import load_split
 from tuning.promote import ALIAS, MODEL_NAME, choose_run, fetch_model, promote
-from tuning.sweep import SweepSettings, run_sweep
+from tuning.sweep import SweepOutputs, SweepSettings, run_sweep
 from tuning.trial import COMPLETED_MARKER
 from tuning.tracking import Tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"model.hidden_dim": 32, "model.out_features": 32, "model.num_heads": 4, "optim.lr": 1e-3,
          "optim.early_stopping_patience": 0}
+# Tests of a sweep's mechanics draw nothing (a trial's figures cost a few seconds of CPU); the
+# numbers are the same either way (SweepOutputs). The figures and report have tests of their own.
+NO_DRAWING = SweepOutputs()
+REPORT_ONLY = SweepOutputs(report=publish_report)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,9 +58,9 @@ def children(tracking: Tracking, sweep: str):
     return client.search_runs([tracking.experiment_id(client)], f"tags.sweep = '{sweep}' and tags.role = 'trial'")
 
 
-def settings(tmp_path, demo_store, space, **kw):
+def settings(uri, tmp_path, demo_store, space, **kw):
     return SweepSettings(space=space, features=str(demo_store), storage_path=str(tmp_path / "ray"),
-                         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **{"max_concurrent": 2, **kw})
+                         tracking_uri=uri, **{"max_concurrent": 2, **kw})
 
 
 def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_store, quick_sweep):
@@ -95,12 +100,12 @@ def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_
     assert out["ah"].shape == (len(dev), 2) and torch.isfinite(out["ah"]).all()
 
 
-def test_grid_runs_exactly_the_grid_its_trials_sharing_one_gpu(tmp_path, demo_store):
+def test_grid_runs_exactly_the_grid_its_trials_sharing_one_gpu(tmp_path, demo_store, mlflow_uri):
     """--gpus-per-trial 0.25 without --max-concurrent: the four trials share the GPU, all at once."""
     space = write_space(tmp_path / "grid.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},
                         parameters={"model.dropout": [0.0, 0.1], "optim.lr": [1e-3, 2e-3]})
-    result = run_sweep(settings(tmp_path, demo_store, space, name="grid", asha=False, max_concurrent=None,
-                                cpus_per_trial=0.5, gpus_per_trial=0.25), SWEEP_OUTPUTS)
+    result = run_sweep(settings(mlflow_uri, tmp_path, demo_store, space, name="grid", asha=False, max_concurrent=None,
+                                cpus_per_trial=0.5, gpus_per_trial=0.25), NO_DRAWING)
     runs = children(result.tracking, "grid")
     combos = sorted((r.data.params["model.dropout"], r.data.params["optim.lr"]) for r in runs)
     assert combos == [("0.0", "0.001"), ("0.0", "0.002"), ("0.1", "0.001"), ("0.1", "0.002")]
@@ -109,12 +114,12 @@ def test_grid_runs_exactly_the_grid_its_trials_sharing_one_gpu(tmp_path, demo_st
     assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)
 
 
-def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store):
+def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store, mlflow_uri):
     space = write_space(tmp_path / "oat.yaml", strategy="oat", fixed={**SMALL, "optim.epochs": 1},
                         baseline={"model.dropout": 0.0, "optim.lr": 1e-3},
                         parameters={"model.dropout": [0.0, 0.2], "optim.lr": [1e-3, 3e-3]})
-    result = run_sweep(settings(tmp_path, demo_store, space, name="oat", asha=False), SWEEP_OUTPUTS)
-    runs = children(Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}"), "oat")
+    result = run_sweep(settings(mlflow_uri, tmp_path, demo_store, space, name="oat", asha=False), REPORT_ONLY)
+    runs = children(Tracking.resolve(mlflow_uri), "oat")
     points = sorted((float(r.data.params["model.dropout"]), float(r.data.params["optim.lr"])) for r in runs)
     assert points == [(0.0, 1e-3), (0.0, 3e-3), (0.2, 1e-3)]
     # The ablation table names each row by its variant, as the paper's tables do.
@@ -125,11 +130,12 @@ def test_oat_varies_one_factor_at_a_time(tmp_path, demo_store):
     assert {r.data.tags["mlflow.runName"] for r in runs} == {"baseline", "model.dropout=0.2", "optim.lr=0.003"}
 
 
-def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store):
+def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store, mlflow_uri):
     space = write_space(tmp_path / "fail.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 1},
                         variants={"fine": {}, "diverges": {"optim.optimizer": "sgd", "optim.lr": 1.0,
                                                            "optim.scheduler": "none"}})
-    result = run_sweep(settings(tmp_path, demo_store, space, name="fail", asha=False, max_failures=2), SWEEP_OUTPUTS)
+    result = run_sweep(settings(mlflow_uri, tmp_path, demo_store, space, name="fail", asha=False, max_failures=2),
+                       NO_DRAWING)
     assert result.num_errors == 1 and not result.every_trial_failed
     # A non-finite loss would recur from the same checkpoint: the trial ran once, not three times.
     [error] = (tmp_path / "ray" / "fail").glob("*/error.txt")
@@ -143,12 +149,12 @@ def test_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, demo_store)
         runs["fine"].data.tags["mlflow.runName"]]
 
 
-def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo_store):
+def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo_store, mlflow_uri):
     """A sweep whose driver is SIGKILLed mid-way finishes with --resume; MLflow has one run per trial."""
     ray.shutdown()  # the subprocess drivers start their own local Ray
     space = write_space(tmp_path / "resume.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},
                         parameters={"model.dropout": [0.0, 0.05, 0.1, 0.15]})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     cmd = [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", space, "--features", str(demo_store),
            "--name", "resume", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri,
            "--max-concurrent", "1", "--no-asha"]
@@ -190,13 +196,15 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     assert left_in_checkpoints(tmp_path / "ray" / "resume") == {COMPLETED_MARKER}
 
 
-def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store):
+def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store, mlflow_uri):
     """search_spaces/layers.yaml (paper Tables 13/14) on the demo corpora: its trials, narrower, one epoch each."""
     space = yaml.safe_load((ROOT / "search_spaces" / "layers.yaml").read_text())
     space["fixed"].update({"model.hidden_dim": 32, "model.out_features": 32, "model.num_heads": 4})
     path = tmp_path / "layers.yaml"
     path.write_text(yaml.safe_dump(space))
-    result = run_sweep(settings(tmp_path, demo_store, str(path), epochs=1, asha=False, name="layers", report_top_k=0), SWEEP_OUTPUTS)
+    result = run_sweep(settings(mlflow_uri, tmp_path, demo_store, str(path), epochs=1, asha=False, name="layers",
+                                report_top_k=0),
+                       NO_DRAWING)
     runs = children(result.tracking, "layers")
     layers = {(r.data.params["model.graph"], r.data.params["model.attention"]) for r in runs}
     assert layers == {("gat", "mha"), *((g, "mha") for g in ("ncgnn", "edgnn", "unitary", "hgnn")),
@@ -205,7 +213,7 @@ def test_layers_space_runs_every_graph_and_attention_layer(tmp_path, demo_store)
     assert result.num_errors == 0
 
 
-def test_each_trial_reads_its_own_feature_store(tmp_path, demo_store, monkeypatch):
+def test_each_trial_reads_its_own_feature_store(tmp_path, demo_store, monkeypatch, mlflow_uri):
     """A space that varies data.features (the encoder comparisons) trains, checkpoints,
     tags, draws and evaluates every trial on its own store, not on the sweep's."""
     from scd_core.checkpoint import load_spec
@@ -220,7 +228,8 @@ def test_each_trial_reads_its_own_feature_store(tmp_path, demo_store, monkeypatc
                         variants={"narrow": {"data.features": "stores/narrow"},
                                   "wide": {"data.features": str(stores["wide"])}})
     # The sweep's own store (the demo corpora, 1536-dim text) is neither trial's.
-    result = run_sweep(settings(tmp_path, demo_store, space, name="stores", asha=False, report_top_k=2), SWEEP_OUTPUTS)
+    result = run_sweep(settings(mlflow_uri, tmp_path, demo_store, space, name="stores", asha=False, report_top_k=2),
+                       SWEEP_OUTPUTS)
     assert result.num_errors == 0
     client = result.tracking.client()
     runs = children(result.tracking, "stores")
@@ -242,7 +251,7 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_path, demo_store, capsys):
+def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_path, demo_store, capsys, mlflow_uri):
     """Disk: a finished trial leaves its best model (weights + config) and figures in MLflow and no
     Ray checkpoint (``last`` with the optimiser state and ``best`` are gone); promotion works from
     that; ``tuning.cleanup`` removes the Ray folder and the unpromoted checkpoints, never the champion's."""
@@ -251,7 +260,7 @@ def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_pa
 
     space = write_space(tmp_path / "disk.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},
                         parameters={"model.dropout": [0.0, 0.1]})
-    result = run_sweep(settings(tmp_path, demo_store, space, name="disk", asha=False, report_top_k=0),
+    result = run_sweep(settings(mlflow_uri, tmp_path, demo_store, space, name="disk", asha=False, report_top_k=0),
                        SWEEP_OUTPUTS)
     tracking, client = result.tracking, result.tracking.client()
     runs = children(tracking, "disk")
@@ -272,7 +281,7 @@ def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_pa
     other = next(r for r in runs if r.info.run_id != champion.info.run_id)
     promote(tracking, champion.info.run_id, tmp_path / "export")
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     before = folder_bytes(folder)
     assert cleanup_main(["--sweep", "disk", "--tracking-uri", uri]) == 0  # a dry run by default
     said = capsys.readouterr().out
@@ -297,7 +306,7 @@ def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_pa
     assert "already gone" in capsys.readouterr().out and plan_cleanup(tracking, "disk").total_bytes == 0
 
 
-def test_a_stopped_trial_gets_its_model_and_figures_from_its_last_ray_checkpoint(tmp_path, demo_store):
+def test_a_stopped_trial_gets_its_model_and_figures_from_its_last_ray_checkpoint(tmp_path, demo_store, mlflow_uri):
     """ASHA stops a trial inside its training loop, so the trial cannot log its best model: the
     driver does, from the trial's last Ray checkpoint, then deletes that checkpoint."""
     from dashboards.trial_figures import checkpoint_figures
@@ -311,7 +320,7 @@ def test_a_stopped_trial_gets_its_model_and_figures_from_its_last_ray_checkpoint
                       [f"data.features={demo_store}"])
     saved = tmp_path / "trial" / "checkpoint_000000"  # a Ray trial folder's checkpoint, as tune.report leaves it
     Trainer(cfg, load_training_data(cfg, demo_store, torch.device("cpu")), saved).fit()
-    tracking = Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking = Tracking.resolve(mlflow_uri)
     run = TrialRun(tracking, "stopped", parent_run(tracking, "stopped", {}), "t1", "t1", {})
     complete_trial(tracking, "stopped", "t1", tmp_path / "trial", checkpoint_figures)
     client = tracking.client()
