@@ -16,8 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scd_core.config import ConfigError, format_errors, deep_merge, parse_overrides
-from scd_core.features.schema import LABEL_RANGES
-from scd_core.tasks import CORPORA, EMO_CLASSES, TASKS, CorpusName, ModalityName, SplitName
+from scd_core.tasks import CORPORA, EMO_CLASSES, LABEL_RANGES, TASKS, CorpusName, ModalityName, SplitName
 from scd_core.yaml_io import read_yaml
 
 
@@ -286,4 +285,4 @@ def load_extraction_config(path: str | Path, overrides: list[str] = ()) -> Extra
     try:
         return ExtractionConfig.model_validate(deep_merge(values, parse_overrides(overrides)))
     except ValidationError as err:
-        raise ConfigError(f"{path}: " + format_errors(err)) from None
+        raise ConfigError(f"{path}: " + format_errors(err, ExtractionConfig)) from None

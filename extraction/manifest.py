@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from extraction.config import ExtractionConfig, GroupSplit, Source
-from scd_core.features.schema import LABEL_RANGES
-from scd_core.tasks import EMO_CLASSES, TASKS
+from scd_core.tasks import EMO_CLASSES, LABEL_RANGES, TASKS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 MAX_SKIPPED_NAMED = 20  # a folder's non-video entries named in the warning

@@ -180,7 +180,7 @@ def predict_config(spec: ModelSpec, inputs: list[str], output: str | Path,
     try:
         return ExtractionConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError("extraction config for prediction: " + format_errors(err)) from None
+        raise ConfigError("extraction config for prediction: " + format_errors(err, ExtractionConfig)) from None
 
 
 def read_inputs(cfg: ExtractionConfig, inputs: list[str]) -> list[dict[str, Any]]:

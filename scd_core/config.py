@@ -10,12 +10,12 @@ from __future__ import annotations
 import difflib
 import inspect
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from types import UnionType
+from typing import Any, Literal, Mapping, Sequence, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from scd_core.model import ATTENTION_LAYERS, GRAPH_LAYERS
 from scd_core.tasks import CorpusName, ModalityName, TaskName
 from scd_core.yaml_io import parse_yaml, read_yaml
 
@@ -130,6 +130,11 @@ class ModelConfig(_Section):
     @field_validator("graph")
     @classmethod
     def _graph(cls, v: str) -> str:
+        # Imported here, not at the top: the layers register when scd_core.model (torch) is
+        # imported, and the modules that read only this file's helpers (extraction's config,
+        # in every extraction actor) then start without torch.
+        from scd_core.model import GRAPH_LAYERS
+
         try:  # resolves pyg:<Name> too; the registry's message lists the valid names
             GRAPH_LAYERS.get(v)
         except KeyError as err:
@@ -139,12 +144,16 @@ class ModelConfig(_Section):
     @field_validator("attention")
     @classmethod
     def _attention(cls, v: str) -> str:
+        from scd_core.model import ATTENTION_LAYERS  # here, not at the top: see _graph
+
         if v not in ATTENTION_LAYERS:
             raise ValueError(f"unknown attention layer {v!r}; choose one of {ATTENTION_LAYERS.names()}")
         return v
 
     @model_validator(mode="after")
     def _self_loop_switch(self) -> "ModelConfig":
+        from scd_core.model import GRAPH_LAYERS  # here, not at the top: see _graph
+
         layer = GRAPH_LAYERS.get(self.graph)
         if self.graph_self_loops is not None and "self_loops" not in inspect.signature(layer).parameters:
             raise ValueError(f"graph_self_loops: graph layer {self.graph!r} has no self-loop switch; leave it null")
@@ -219,10 +228,11 @@ class ExperimentConfig(_Section):
                             "epoch's sums) into a few fused kernels with torch.compile (scd_core.static_step.Fused): "
                             "auto = on when the device is CUDA; on = on any device (the CPU needs a C++ compiler); "
                             "off = eager")
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    ssl: SSLConfig = SSLConfig()
-    optim: OptimConfig = OptimConfig()
+    # Made per instance, not at import: validating a model section imports the layers (torch).
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    ssl: SSLConfig = Field(default_factory=SSLConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
 
     @field_validator("cuda_graph", "fuse_elementwise", mode="before")
     @classmethod
@@ -234,24 +244,42 @@ class ExperimentConfig(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def _section_fields(loc: Sequence[Any]) -> list[str]:
-    """The field names of the config section at ``loc`` (the path to an unknown key)."""
-    model: type[BaseModel] = ExperimentConfig
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The config section that ``annotation`` is, or ``X | None`` holds; else None."""
+    if get_origin(annotation) in (Union, UnionType):
+        return next((a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The type one step ``part`` of an error's location leads to from ``annotation``: a
+    section's field, or an item of a list or dict (``sources.0``, ``resources.decode``)."""
+    section = _section(annotation)
+    if section is not None:
+        field = section.model_fields.get(str(part))
+        return None if field is None else field.annotation
+    args = get_args(annotation)
+    return args[-1] if args else None  # list[X], dict[str, X]
+
+
+def _section_fields(root: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The field names of the section of ``root`` at ``loc`` (the path to an unknown key)."""
+    annotation: Any = root
     for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return []
-        model = field.annotation
-    return [field.alias or name for name, field in model.model_fields.items()]
+        annotation = _step(annotation, part)
+    section = _section(annotation)
+    return [] if section is None else [field.alias or name for name, field in section.model_fields.items()]
 
 
-def format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError, root: type[BaseModel]) -> str:
+    """Every error of validating ``root``, one line each, naming its field (and, for an unknown
+    key, the closest valid one)."""
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":  # a typo: name the closest valid key
-            close = difflib.get_close_matches(str(e["loc"][-1]), _section_fields(e["loc"]), n=1)
+            close = difflib.get_close_matches(str(e["loc"][-1]), _section_fields(root, e["loc"]), n=1)
             if close:
                 msg += f"; did you mean {'.'.join([*map(str, e['loc'][:-1]), close[0]])}?"
         lines.append(f"  {where}: {msg} (got {e.get('input')!r})")
@@ -287,7 +315,7 @@ def build_config(values: dict[str, Any]) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(format_errors(err)) from None
+        raise ConfigError(format_errors(err, ExperimentConfig)) from None
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,13 @@ TASK_NAMES: tuple[TaskName, ...] = ("emo", "pt", "ah")
 
 LABEL_COLUMNS: tuple[str, ...] = tuple(c for t in TASK_NAMES for c in TASKS[t].label_columns)
 
+# Inclusive label ranges. EMO holds MOSEI intensities (0-3) or a normalised distribution.
+LABEL_RANGES: dict[str, tuple[float, float]] = {
+    **{c: (0.0, 3.0) for c in TASKS["emo"].label_columns},
+    **{c: (0.0, 1.0) for c in TASKS["pt"].label_columns},
+    "ah": (0, 1),
+}
+
 
 @dataclass(frozen=True)
 class CorpusSpec:

@@ -108,3 +108,19 @@ def test_the_example_experiment_config_is_the_papers_best():
 
     path = Path(__file__).resolve().parents[1] / "configs" / "experiment.yaml"
     assert load_config(str(path)) == ExperimentConfig()
+
+
+def test_an_extraction_config_names_the_key_meant_at_any_depth(tmp_path):
+    """Suggestions come from the config being read (here the extraction's), through lists,
+    dicts and optional sections."""
+    from extraction.config import load_extraction_config
+
+    path = tmp_path / "extract.yaml"
+    path.write_text("sources: [{corpus: mosei, split: train, videos: ., colums: {}, group_split: {grop: x}}]\n"
+                    "video_encodr: {name: clip}\nresources: {decode: {num_cpu: 1}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_extraction_config(path)
+    for typo, meant in [("video_encodr", "video_encoder"), ("sources.0.colums", "sources.0.columns"),
+                        ("sources.0.group_split.grop", "sources.0.group_split.group"),
+                        ("resources.decode.num_cpu", "resources.decode.num_cpus")]:
+        assert f"{typo}: Extra inputs are not permitted; did you mean {meant}?" in str(err.value), str(err.value)

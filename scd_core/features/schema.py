@@ -11,19 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scd_core.tasks import CORPORA, LABEL_COLUMNS, MODALITIES, TASKS, feature_column
+from scd_core.tasks import CORPORA, LABEL_COLUMNS, MODALITIES, feature_column
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "dev", "test")
 ID_COLUMNS = ("sample_id", "corpus", "split")
-
-# Inclusive label ranges. EMO holds MOSEI intensities (0-3) or a normalised distribution.
-LABEL_RANGES: dict[str, tuple[float, float]] = {
-    **{c: (0.0, 3.0) for c in TASKS["emo"].label_columns},
-    **{c: (0.0, 1.0) for c in TASKS["pt"].label_columns},
-    "ah": (0, 1),
-}
 
 
 class FeatureStoreError(ValueError):

@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scd_core.features.schema import (
-    LABEL_RANGES,
     MANIFEST,
     SPLITS,
     FeatureStoreError,
@@ -26,7 +25,7 @@ from scd_core.features.schema import (
     expected_columns,
     split_path,
 )
-from scd_core.tasks import CORPORA, LABEL_COLUMNS, MODALITIES, TASKS, feature_column
+from scd_core.tasks import CORPORA, LABEL_COLUMNS, LABEL_RANGES, MODALITIES, TASKS, feature_column
 
 MAX_ROWS_REPORTED = 5  # per column and problem; enough to locate, short enough to read
 NEUTRAL, *EMOTIONS = TASKS["emo"].label_columns
