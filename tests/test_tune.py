@@ -153,7 +153,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     """A sweep whose driver is SIGKILLed mid-way finishes with --resume; MLflow has one run per trial."""
     ray.shutdown()  # the subprocess drivers start their own local Ray
     space = write_space(tmp_path / "resume.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},
-                        parameters={"model.dropout": [0.0, 0.05, 0.1, 0.15]})
+                        parameters={"model.dropout": [0.0, 0.05, 0.1]})
     uri = mlflow_uri
     cmd = [sys.executable, str(ROOT / "ray_jobs" / "tune_ssl.py"), "--space", space, "--features", str(demo_store),
            "--name", "resume", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri,
@@ -173,7 +173,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
     assert finished_before, "no trial finished before the deadline"
-    assert len(finished_before) < 4, "the sweep ended before it could be interrupted"
+    assert len(finished_before) < 3, "the sweep ended before it could be interrupted"
 
     # Ray Tune restores the sweep's own spec: a new --max-concurrent is said not to apply.
     done = subprocess.run([*cmd, "--resume", "--max-concurrent", "3"], env=env, capture_output=True, text=True,
@@ -184,11 +184,11 @@ def test_killed_driver_resumes_without_losing_or_duplicating_runs(tmp_path, demo
     [parent] = client.search_runs([tracking.experiment_id(client)], "tags.sweep = 'resume' and tags.role = 'sweep'")
     assert parent.data.tags["trials_at_once"] == "1"
     runs = children(tracking, "resume")
-    assert len(runs) == 4 and len({r.data.tags["trial_id"] for r in runs}) == 4
+    assert len(runs) == 3 and len({r.data.tags["trial_id"] for r in runs}) == 3
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.info.run_id for r in finished_before} <= {r.info.run_id for r in runs}
     dropouts = sorted(r.data.params["model.dropout"] for r in runs)
-    assert dropouts == ["0.0", "0.05", "0.1", "0.15"]
+    assert dropouts == ["0.0", "0.05", "0.1"]
     # Every trial's best model reached MLflow once, and no Ray checkpoint outlives its trial.
     logged = {r.data.params["model.dropout"]: {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
               for r in runs}
