@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
     # the batch-32 GradNorm step (on CUDA captured also unfused: what fusing gains, and which
     # the target parts use), the epoch, the first sharing run (8 processes); then where the
     # step's device time goes (a few seconds), then the rest.
-    modes = ["eager", "captured"] if device.type == "cuda" else ["eager"]
     cuda = device.type == "cuda"
+    modes = ["eager", "captured"] if cuda else ["eager"]
     shares = [(f"sharing N={n}", partial(sharing, n), partial(sharing_needs, n)) for n in processes]
     parts: list[tuple[str, Callable[[], None], Callable[[], float]]] = [
         *((f"step batch 32 gradnorm {m}", partial(step_variant, 32, "gradnorm", m), _no_estimate) for m in modes),
