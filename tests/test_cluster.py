@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_fixtures import ENV, RAY, ROOT, agent_ports, free_port
+from cluster_fixtures import ENV, RAY, ROOT, free_port, ray_start, stop_ray
 
 from tuning.tracking import Tracking
 
@@ -57,13 +57,16 @@ def test_ray_job_submit_runs_the_main_job(head, tmp_path, demo_store, mlflow_uri
 
 
 @pytest.mark.parametrize("head", ["multinode"], indirect=True)
-def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store, mlflow_uri):
+def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store, mlflow_uri, request):
     """Stop a worker node while it runs trials: they are retried, none lost, no duplicate runs."""
     gcs, _ = head
-    worker_port = free_port()
-    subprocess.run([RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    f"--node-manager-port={worker_port}", "--disable-usage-stats", *agent_ports()],
-                   env=ENV, check=True, capture_output=True, timeout=120)
+
+    def worker_arguments():
+        port = free_port()
+        return [f"--address={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--node-manager-port={port}"], port
+
+    worker_port, worker = ray_start(worker_arguments, ENV)
+    request.addfinalizer(lambda: stop_ray(worker))  # what the lost raylet leaves: its agents, log monitor
     try:
         probe = subprocess.run([sys.executable, "-c", WORKER_PROBE, gcs], env=ENV, capture_output=True, text=True,
                                timeout=180)
@@ -115,22 +118,10 @@ def test_sweep_survives_losing_a_worker_node(head, tmp_path, demo_store, mlflow_
     assert "sweep nodes: 3 trials, 0 failed" in out
 
 
-def processes_under(folder: str) -> list:
-    """The processes whose command line names ``folder`` (a Ray started there: its GCS, raylet, agents)."""
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if any(folder in part for part in proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
-
-
 def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, demo_store, mlflow_uri):
     """After the README's `ray start --head`, a `tune_ssl.py` without --address or RAY_ADDRESS does
     not join that cluster (a bare ray.init() would: Ray reads the address `ray start` wrote); it
     starts a local Ray and says so. --address joins, and says so too."""
-    import psutil
     import ray
 
     ray.shutdown()
@@ -142,13 +133,14 @@ def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, dem
     token.chmod(0o600)
     env = {**{k: v for k, v in ENV.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT),
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    port = free_port()
+
+    def head_arguments():
+        port = free_port()
+        return ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+                "--num-cpus=1"], port
+
+    port, session = ray_start(head_arguments, env)
     try:
-        started = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                                  "--include-dashboard=false", "--num-cpus=1", "--disable-usage-stats", *agent_ports()],
-                                 env=env, capture_output=True, text=True, timeout=120)
-        if started.returncode != 0:
-            pytest.skip(f"`ray start --head` failed here: {started.stderr[-1500:]}")
         current = Path(ray_tmp, "ray", "ray_current_cluster")
         assert current.read_text().strip() == f"127.0.0.1:{port}"  # what a bare ray.init() would join
         space = tmp_path / "one.yaml"
@@ -173,13 +165,7 @@ def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, dem
         assert f"Ray: joined the cluster at 127.0.0.1:{port}: GCS 127.0.0.1:{port}, 1 node, 1 CPUs, 0 GPUs" \
             in joined.stdout, joined.stdout + joined.stderr[-2000:]
     finally:
-        procs = processes_under(ray_tmp)
-        for proc in procs:  # this head's processes only, by id (`ray stop` would stop every Ray here)
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=30)
+        stop_ray(session)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

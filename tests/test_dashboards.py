@@ -6,7 +6,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import matplotlib.style
 import numpy as np
 import pytest
 import torch
+from cluster_fixtures import free_port
 
 from dashboards.figures import confusion_figure, gradnorm_figure, parallel_coordinates_figure, pseudo_label_figure
 from dashboards.report import main as report_main
@@ -200,12 +200,6 @@ def test_sweep_logs_figures_tables_and_the_optuna_study(quick_sweep, tmp_path):
 
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
-from test_cluster import free_port
+from cluster_fixtures import free_port
 from tracking_fixtures import copy_of_store
 
 from scd_core.checkpoint import ModelSpec, build_model, load_model, save_checkpoint

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cluster_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # Subprocesses import this checkout (a script's own folder, not the working directory, leads
@@ -178,14 +179,6 @@ def test_sweep_of_failing_trials_records_each_retries_none_and_fails(tmp_path, d
 
 
 # ------------------------------------------------ 5, 8. one message naming the place, no traceback
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_duplicate_yaml_keys_are_rejected_naming_file_and_line(tmp_path, capsys):
     from tuning.spaces import SpaceError, load_space
