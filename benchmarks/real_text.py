@@ -47,6 +47,7 @@ tiny subset with a tiny model, two seeds and two-trial sweeps (for the test), in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -67,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from tuning.local_ray import keep_local_ray_on_loopback  # noqa: E402
+from tuning.local_ray import keep_local_ray_on_loopback, start_ray  # noqa: E402
 
 keep_local_ray_on_loopback()  # before anything imports ray
 
@@ -116,8 +117,6 @@ SINGLE_SPACE, MULTI_SPACE = "single_real", "ssl_real"
 
 def extract(data: Path, store: Path, quick: bool) -> tuple[dict[str, Any], float]:
     """Run (or resume) the text-path extraction into ``store``; returns its summary and seconds."""
-    import ray
-
     from extraction.config import load_extraction_config
     from extraction.pipeline import run_extraction
 
@@ -126,19 +125,27 @@ def extract(data: Path, store: Path, quick: bool) -> tuple[dict[str, Any], float
         for source in cfg.sources:
             source.limit = QUICK_LIMITS.get(Path(source.manifest).name)
     tic = time.perf_counter()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    try:
-        summary = run_extraction(cfg, progress=False)
-    finally:
-        if started:
-            ray.shutdown()
+    summary = run_extraction(cfg, progress=False)
     seconds = time.perf_counter() - tic
     info = {"rows": {f"{c}/{s}": n for (c, s), n in sorted(summary.rows.items())}, "skipped": summary.skipped,
             "failures": {f"{s}: {r}": n for (s, r), n in summary.failures.items()},
             "unwritable": summary.unwritable, "seconds_per_stage": summary.seconds_per_stage}
     return info, seconds
+
+
+@contextlib.contextmanager
+def local_ray():
+    """One local Ray for the extraction and the sweeps (none started when the caller runs one)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        start_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def split_sizes(store: Path) -> dict[str, dict[str, int]]:
@@ -165,8 +172,6 @@ def single_task_overrides(task: str) -> dict[str, Any]:
 
 def search(store: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The project's sweeps on ``store``; returns, per sweep, the selected config and its cost."""
-    import ray
-
     from tuning.sweep import SweepSettings, run_sweep
     from tuning.tracking import Tracking
 
@@ -174,26 +179,19 @@ def search(store: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     plan = {"c*": (MULTI_SPACE, {}, args.trials)}
     plan.update({f"a*-{t}": (SINGLE_SPACE, single_task_overrides(t), args.single_trials) for t in TASK_CORPUS})
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        sweeps = {}
-        for key, (space, overrides, trials) in plan.items():
-            tic = time.perf_counter()
-            extra = {**overrides, **(QUICK_SWEEP if args.quick else {})}
-            result = run_sweep(SweepSettings(
-                space=space, features=str(store), overrides=[f"{k}={json.dumps(v)}" for k, v in extra.items()],
-                num_samples=trials, epochs=1 if args.quick else None, max_concurrent=2, cpus_per_trial=1.0,
-                name=f"real-{key.replace('*', 'best')}-{stamp}", storage_path=str(work / "ray_results"),
-                tracking_uri=tracking.uri, seed=args.seed), SWEEP_OUTPUTS)
-            sweeps[key] = {"space": space, "sweep": result.name, "overrides": extra,
-                           "seconds": time.perf_counter() - tic, **selected_trial(tracking, result.name, work)}
-            print(f"search {key}: {sweeps[key]['trials']} trials, {sweeps[key]['trial_epochs']} trial-epochs, "
-                  f"best dev {sweeps[key]['dev_score']:.4f} in {sweeps[key]['seconds']:.0f} s", flush=True)
-    finally:
-        if started:
-            ray.shutdown()
+    sweeps = {}
+    for key, (space, overrides, trials) in plan.items():
+        tic = time.perf_counter()
+        extra = {**overrides, **(QUICK_SWEEP if args.quick else {})}
+        result = run_sweep(SweepSettings(
+            space=space, features=str(store), overrides=[f"{k}={json.dumps(v)}" for k, v in extra.items()],
+            num_samples=trials, epochs=1 if args.quick else None, max_concurrent=2, cpus_per_trial=1.0,
+            name=f"real-{key.replace('*', 'best')}-{stamp}", storage_path=str(work / "ray_results"),
+            tracking_uri=tracking.uri, seed=args.seed), SWEEP_OUTPUTS)
+        sweeps[key] = {"space": space, "sweep": result.name, "overrides": extra,
+                       "seconds": time.perf_counter() - tic, **selected_trial(tracking, result.name, work)}
+        print(f"search {key}: {sweeps[key]['trials']} trials, {sweeps[key]['trial_epochs']} trial-epochs, "
+              f"best dev {sweeps[key]['dev_score']:.4f} in {sweeps[key]['seconds']:.0f} s", flush=True)
     return sweeps
 
 
@@ -635,19 +633,21 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     store = work / "store"
     total_tic = time.perf_counter()
 
-    print(f"features: extracting {args.data} into {store} (reruns skip written rows)", flush=True)
-    extraction, extraction_seconds = extract(args.data, store, args.quick)
-    print(f"features: {sum(extraction['rows'].values())} rows in {extraction_seconds:.0f} s "
-          f"({extraction['skipped']} already written)", flush=True)
+    with local_ray():
+        print(f"features: extracting {args.data} into {store} (reruns skip written rows)", flush=True)
+        extraction, extraction_seconds = extract(args.data, store, args.quick)
+        print(f"features: {sum(extraction['rows'].values())} rows in {extraction_seconds:.0f} s "
+              f"({extraction['skipped']} already written)", flush=True)
+        search_tic = time.perf_counter()
+        sweeps = {} if args.selected is not None else search(store, work, args)
+        search_seconds = time.perf_counter() - search_tic
     sizes = split_sizes(store)
     manifest = Manifest.read(store)
     features = "; ".join(f"{m}: {i.encoder} ({i.dim} dims)" for m, i in manifest.modalities.items())
 
-    search_tic = time.perf_counter()
     if args.selected is not None:
-        sweeps, selected = {}, yaml.safe_load(args.selected.read_text())
+        selected = yaml.safe_load(args.selected.read_text())
     else:
-        sweeps = search(store, work, args)
         for sweep in sweeps.values():
             sweep["chosen"] = chosen_values(sweep)
         selected = {k: {"config": s["config"], "sweep": s["sweep"], "run_id": s["run_id"], "dev_score": s["dev_score"]}
@@ -656,7 +656,6 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         (args.out / f"{stem}_selected.yaml").write_text(
             "# Configurations selected on the dev splits by benchmarks/real_text.py's sweeps (reuse: --selected)\n"
             + yaml.safe_dump(selected, sort_keys=False))
-    search_seconds = time.perf_counter() - search_tic
 
     runs: dict[str, dict[str, Any]] = {}
     inputs: dict[str, list[dict[str, tuple]]] = {s: [] for s in SETTINGS}
