@@ -115,8 +115,8 @@ def head(request, tmp_path, monkeypatch):
     monkeypatch.setitem(ENV, "RAY_AUTH_MODE", "token")  # every node and client shares the token
     monkeypatch.setitem(ENV, "RAY_AUTH_TOKEN_PATH", str(token))
     monkeypatch.setitem(ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1" if request.param == "multinode" else "0")
-    # A temp dir of its own, so that teardown stops this cluster only (`ray stop` would stop
-    # every Ray on the machine, other users' and other tests' included).
+    # A temp dir of its own: this cluster's sockets, logs and session files stay apart from other
+    # Rays on the machine, and go with it (its processes are stopped by session, see stop_ray).
     temp_dir = tempfile.mkdtemp(prefix="raytest-", dir="/tmp")
 
     def head_arguments():

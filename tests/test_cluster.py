@@ -125,8 +125,8 @@ def test_plain_sweep_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, dem
     import ray
 
     ray.shutdown()
-    # RAY_TMPDIR of its own: the current-cluster file `ray start` writes, and every process of
-    # this head, stay apart from other Rays on the machine (a short path: Ray's sockets live there).
+    # RAY_TMPDIR of its own: the current-cluster file `ray start` writes, and this head's sockets
+    # and logs, stay apart from other Rays on the machine (a short path: Ray's sockets live there).
     ray_tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
     token = tmp_path / "ray_token"  # Ray 2.60 guards a `ray start` cluster with a token: the README's
     token.write_text(secrets.token_hex(32))
