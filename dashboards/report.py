@@ -36,13 +36,14 @@ from mlflow.entities import Run
 from scd_core.tables import Table
 from scd_core.baselines import trivial_baselines
 from scd_core.checkpoint import load_model
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained, int_at_least
 from dashboards.figures import parallel_coordinates_figure
 from scd_core.evaluation import REPORTED_METRICS, TASK_METRICS, interval_report, selection_metrics
 from scd_core.features import Manifest
 from scd_core.data import load_eval_splits
-from tuning.leaderboard import build_leaderboard, latest_sweep, varied_parameters
-from tuning.spaces import VARIANT, SearchSpace
-from tuning.tracking import CHECKPOINT_ARTIFACT, CHILD, PARENT, Tracking, sweep_runs
+from tuning.leaderboard import build_leaderboard, find_sweep, varied_parameters
+from tuning.spaces import VARIANT, SearchSpace, SpaceError
+from tuning.tracking import CHECKPOINT_ARTIFACT, CHILD, PARENT, Tracking, TrackingUnavailable, sweep_runs
 
 SPACE_ARTIFACT = "space.yaml"
 
@@ -279,11 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", help="sweep name (default: the latest)")
     parser.add_argument("--out", default="reports", help="folder for the tables and figures (default: ./reports/SWEEP)")
-    parser.add_argument("--top-k", type=int, default=3, help="trials in the test-set comparison")
+    parser.add_argument("--top-k", type=int_at_least(0), default=3, help="trials in the test-set comparison")
     parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the local store")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    # LookupError: no such sweep, or none at all.
+    return explained(lambda: run(args), args.debug, (*USER_ERRORS, LookupError, SpaceError, TrackingUnavailable))
+
+
+def run(args: argparse.Namespace) -> int:
     tracking = Tracking.resolve(args.tracking_uri)
-    sweep = args.sweep or latest_sweep(tracking)
+    tracking.check_reachable()
+    sweep = find_sweep(tracking, args.sweep)
     parent = sweep_runs(tracking, sweep, PARENT)[0]
     client = tracking.client()
     with tempfile.TemporaryDirectory() as tmp:
@@ -294,7 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     print((out / "report.md").read_text())
     print(f"written to {out}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

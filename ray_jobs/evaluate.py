@@ -16,7 +16,7 @@ import sys
 from tabulate import tabulate
 
 from scd_core.checkpoint import load_model
-from scd_core.cli import USER_ERRORS, add_debug_flag, explained
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained, int_at_least
 from scd_core.evaluation import NonFiniteOutputError, interval_report
 from scd_core.synthetic import ensure_store
 from scd_core.data import load_eval_splits, resolve_device
@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", help="for --model: default $MLFLOW_TRACKING_URI or the local store")
     parser.add_argument("--features", help="feature-store root")
     parser.add_argument("--split", default="test", choices=["dev", "test"])
-    parser.add_argument("--n-resamples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--n-resamples", type=int_at_least(1), default=1000)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     return explained(lambda: run(args), args.debug, (*USER_ERRORS, NonFiniteOutputError, *_tracking_errors(args)))

@@ -12,7 +12,7 @@ import sys
 from mlflow.exceptions import MlflowException
 
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained
-from tuning.leaderboard import latest_sweep
+from tuning.leaderboard import SORT_KEYS, find_sweep
 from tuning.promote import ALIAS, MODEL_NAME, ChampionIsBetter, choose_run, promote
 from tuning.tracking import Tracking, TrackingUnavailable
 
@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--sweep", help="promote the sweep's best trial (default: the latest sweep)")
     which.add_argument("--run-id", help="promote this trial run")
-    p.add_argument("--by", default="mean_rank", help="mean_rank (lowest wins) or dev_score (highest wins)")
+    p.add_argument("--by", default="mean_rank", choices=SORT_KEYS, metavar="KEY",
+                   help="mean_rank (lowest wins), dev_score or a metric (highest wins)")
     p.add_argument("--model-name", default=MODEL_NAME)
     p.add_argument("--export", help="export directory (default: runs/promoted/<name>-v<version>)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the local store")
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     tracking = Tracking.resolve(args.tracking_uri)
     tracking.check_reachable()
-    run_id = args.run_id or choose_run(tracking, args.sweep or latest_sweep(tracking), args.by)
+    run_id = args.run_id or choose_run(tracking, find_sweep(tracking, args.sweep), args.by)
     done = promote(tracking, run_id, args.export, args.model_name, args.replace_better_champion)
     if done.replaced:
         print(f"WARNING: replaced a better champion as asked: {done.replaced}")

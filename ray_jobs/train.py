@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from dashboards.trial_figures import checkpoint_figures
-from scd_core.cli import USER_ERRORS, add_debug_flag, explained
+from scd_core.cli import USER_ERRORS, add_debug_flag, explained, int_at_least
 from scd_core.config import ConfigError, load_config
 from scd_core.data import load_training_data, resolve_device
 from scd_core.progress import EpochTable
@@ -61,6 +61,8 @@ def tracked_run(tracking: Tracking, output: Path, resume: bool, tags: dict[str, 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output} is a file, not a folder for the run's checkpoints")
     if not (args.resume or args.overwrite):
         refuse_to_overwrite(output)
     tracking = None if args.no_tracking else Tracking.resolve(args.tracking_uri)
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     again.add_argument("--overwrite", action="store_true", help="replace the run already in OUTPUT")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int_at_least(1), default=1,
                         help="torch CPU threads (default 1: a batch of 32 gains little from more, and more threads "
                              "than free cores slow every step down; Ray trials also run with 1 per CPU)")
     tracked = parser.add_mutually_exclusive_group()

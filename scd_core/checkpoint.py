@@ -116,6 +116,42 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return MCDM.from_config(spec.config.model, spec.modality_dims, spec.tasks)
 
 
+def _available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device``: CUDA's own count, the kernel's MemAvailable for the CPU, None
+    where neither is known (no check)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return None
+
+
+def check_fits(spec: ModelSpec, device: torch.device, bytes_per_parameter: int, where: str = "config") -> None:
+    """Refuse, naming the model's fields, a model whose ``bytes_per_parameter`` per parameter
+    exceed the memory free on ``device``, before anything is allocated: a mistyped
+    ``model.hidden_dim`` would otherwise fail deep in torch's allocator, or be killed by the
+    kernel's out-of-memory killer without a word. The model is counted on the meta device."""
+    model = spec.config.model
+    fields = (f"{where}: model.hidden_dim={model.hidden_dim}, model.out_features={model.out_features}, "
+              f"model.graph={model.graph}, model.attention={model.attention}")
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in build_model(spec).parameters())
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        raise ConfigError(f"{fields} make a tensor with more elements than torch can count") from None
+    need, free = params * bytes_per_parameter, _available_bytes(torch.device(device))
+    if free is not None and need > free:
+        raise ConfigError(f"{fields} make {params:,} parameters, {need / 1e9:.1f} GB at {bytes_per_parameter} bytes "
+                          f"each, more than the {free / 1e9:.1f} GB free on {device}")
+
+
 def write_atomic_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     """Create ``path`` by filling a sibling temporary directory and renaming it into place."""
     path = Path(path)
@@ -199,6 +235,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """Rebuild the model from ``config.json`` and load ``model.safetensors`` (no pickle)."""
     path = Path(path)
     spec = load_spec(path)
+    check_fits(spec, torch.device("cpu"), 4, str(path / "config.json"))  # built there, in float32
     model = build_model(spec)
     _load_weights(model, path / "model.safetensors")
     return model.to(device), spec

@@ -37,3 +37,20 @@ def explained(body: Callable[[], int], debug: bool, errors: tuple[type[BaseExcep
             raise
         print(f"error: {err}", file=sys.stderr)
         return USAGE_EXIT
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number ``>= low``; anything else is argparse's usage error
+    naming the flag (``argument --threads: must be a whole number >= 1, got '0'``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
+        return value
+
+    return parse
+

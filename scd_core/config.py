@@ -24,6 +24,9 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names every offending field."""
 
 
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"  # ExperimentConfig.device, and every --device
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, populate_by_name=True)
 
@@ -219,7 +222,7 @@ class ExperimentConfig(_Section):
     or ASHA's grace period, are ``tuning.sweep.SweepSettings``.)"""
 
     seed: int = Field(0, ge=0)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     cuda_graph: Literal["auto", "on", "off"] = Field(
         "auto", description="replay the training step as one captured CUDA graph (scd_core.static_step): "
                             "auto = on when the device is CUDA; on = required (an error elsewhere); off = eager")

@@ -7,6 +7,7 @@ report and the evaluate job share these, so none of them imports the trainer to 
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from scd_core.augment import without_modalities
-from scd_core.config import ConfigError, ExperimentConfig
+from scd_core.config import DEVICE_PATTERN, ConfigError, ExperimentConfig
 from scd_core.features import CorpusTensors, FeatureStoreError, Manifest, ModalityInfo, concat, load_split
 from scd_core.tasks import CORPORA
 
@@ -22,9 +23,25 @@ __all__ = ["TrainingData", "load_eval_splits", "load_training_data", "resolve_de
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is one, else the CPU), ``cpu``, ``cuda[:N]`` or ``mps``.
+
+    Raises ConfigError, naming the device, for another name or a device this machine lacks,
+    rather than letting the first tensor moved there fail deep inside torch."""
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise ConfigError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r}: this machine has no CUDA device (torch {torch.__version__}, "
+                              f"CUDA {torch.version.cuda or 'not built in'}); use device=auto or cpu")
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available on this machine; use device=auto or cpu")
+    return device
 
 
 @dataclass

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from scd_core.augment import drop_modalities
 from scd_core.batching import epoch_batches
-from scd_core.checkpoint import ModelSpec, build_model, load_training_state, load_training_tensors, save_checkpoint
+from scd_core.checkpoint import (ModelSpec, build_model, check_fits, load_training_state, load_training_tensors,
+                                 save_checkpoint)
 from scd_core.config import ConfigError, ExperimentConfig
 from scd_core.data import TrainingData
 from scd_core.evaluation import METRICS, dev_score, evaluate
@@ -150,6 +151,8 @@ class Trainer:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.tasks = list(cfg.data.tasks)
         self.spec = ModelSpec(cfg, data.modality_dims, self.tasks, data.store_modalities)
+        # float32 weights, gradients and up to two optimiser moments each
+        check_fits(self.spec, self.device, 16)
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
         self.shared = self.model.shared_parameters()

@@ -6,6 +6,7 @@ message naming the place, the MLflow state, the listening sockets, the files kep
 
 import hashlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -63,6 +64,12 @@ def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, demo_store, caps
     assert main(["--overwrite", *args, "optim.lr=5e-4"]) == 0  # deliberately: replaced
     after = digest(out)
     assert set(after) == set(before) and after["best/model.safetensors"] != before["best/model.safetensors"]
+
+    capsys.readouterr()
+    file = out / "best" / "model.safetensors"  # a file given as --output, even with --overwrite
+    assert main(["--overwrite", "--features", str(demo_store), "--output", str(file), "--no-tracking", *TINY]) == 2
+    assert f"--output {file} is a file" in one_line_error(capsys)
+    assert digest(out) == after
 
 
 def test_train_runs_with_the_threads_it_is_given(tmp_path, demo_store, capsys):
@@ -224,6 +231,11 @@ def test_dead_tracking_server_fails_in_one_line_before_ray(tmp_path, demo_store,
     assert not (tmp_path / "ray").exists()
     assert entry_point("promote").main(["--tracking-uri", uri]) == 2
     assert uri in one_line_error(capsys)
+    from dashboards import leaderboard, report
+
+    for dashboard in (leaderboard, report):
+        assert dashboard.main(["--tracking-uri", uri]) == 2
+        assert f"MLflow tracking server {uri} does not answer" in one_line_error(capsys)
 
 
 def test_corrupt_store_fails_the_sweep_once_before_any_trial(tmp_path, demo_store, capsys):
@@ -250,6 +262,103 @@ def test_train_cli_names_the_bad_input(tmp_path, capsys, args, expected):
     assert expected.replace("{tmp}", str(tmp_path)) in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("command,args,expected", [
+    ("train", ["--threads", "0"], "argument --threads: must be a whole number >= 1, got '0'"),
+    ("evaluate", ["--checkpoint", "x", "--n-resamples", "0"], "argument --n-resamples: must be a whole number >= 1"),
+    ("evaluate", ["--checkpoint", "x", "--seed", "-1"], "argument --seed: must be a whole number >= 0"),
+    ("promote", ["--by", "bogus"], "argument --by: invalid choice: 'bogus' (choose from 'mean_rank', 'dev_score'"),
+    ("leaderboard", ["--by", "mean rank"], "argument --by: invalid choice: 'mean rank'"),
+    ("report", ["--top-k", "-1"], "argument --top-k: must be a whole number >= 0, got '-1'"),
+])
+def test_numbers_and_choices_on_the_command_line_are_checked_naming_the_flag(capsys, command, args, expected):
+    from dashboards import leaderboard, report
+
+    main = {"leaderboard": leaderboard.main, "report": report.main}.get(command) or entry_point(command).main
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite number > 0 and --gpus-per-trial one >= 0 (got nan"),
+    (["--gpus-per-trial", "inf"], "(got 1.0, inf)"),
+    (["--seed", "-1"], "--seed: -1 is below 0"),
+    (["--name", "../features"], "--name '../features': use letters, digits, '.', '_' and '-'"),
+    (["--name", "/tmp/sweep"], "--name '/tmp/sweep': use letters"),
+    (["--name", "a' or tags.role = 'sweep"], "use letters, digits"),
+])
+def test_sweep_flags_are_checked_before_ray_or_mlflow(tmp_path, capsys, args, expected):
+    """A sweep's name becomes a folder under --storage-path (which tuning.cleanup removes) and an
+    MLflow search value: a path or a quote in it is refused, like a NaN resource, before any work."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert entry_point("tune_ssl").main(["--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), *args]) == 2
+    assert expected in one_line_error(capsys)
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_names_are_one_safe_path_component():
+    from scd_core.config import ConfigError
+    from tuning.tracking import check_name
+
+    for good in ("ssl-grid", "table16_ssl.v2", "quick-optuna-20261202-135205", "A" * 100):
+        assert check_name(good, "--name") == good
+    for bad in ("", "..", "../x", "a/b", "/abs", ".hidden", "-flag", "x'y", 'x"y', "a b", "A" * 101, "é"):
+        with pytest.raises(ConfigError, match="--name"):
+            check_name(bad, "--name")
+
+
+def test_dashboards_and_cleanup_name_an_unknown_or_unsafe_sweep(tmp_path, capsys):
+    from dashboards import leaderboard, report
+    from tuning import cleanup
+    from tuning.tracking import Tracking, parent_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert leaderboard.main(["--tracking-uri", uri]) == 2
+    assert f"no sweep in {uri}" in one_line_error(capsys)
+    parent_run(Tracking.resolve(uri), "ssl-grid", {})
+    for main in (leaderboard.main, report.main, entry_point("promote").main, cleanup.main):
+        assert main(["--tracking-uri", uri, "--sweep", "ssl-gird"]) == 2
+        err = one_line_error(capsys)
+        assert "'ssl-gird'" in err and ("its latest: ssl-grid" in err or main is cleanup.main), err
+        assert main(["--tracking-uri", uri, "--sweep", "../ssl-grid"]) == 2
+        assert "sweep name '../ssl-grid': use letters" in one_line_error(capsys)
+
+
+def test_devices_this_machine_lacks_are_named():
+    from scd_core.config import ConfigError
+    from scd_core.data import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device 'gpu': expected auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("gpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=f"device 'cuda:{count}': this machine has "):
+        resolve_device(f"cuda:{count}")
+
+
+def test_a_model_too_big_for_memory_is_refused_before_it_is_allocated(tmp_path, demo_store, capsys):
+    assert entry_point("train").main(["--output", str(tmp_path / "out"), "--no-tracking", "--features",
+                                      str(demo_store), *TINY, "model.hidden_dim=1000000"]) == 2
+    err = one_line_error(capsys)
+    assert "model.hidden_dim=1000000, model.out_features=16" in err and "GB free on cpu" in err, err
+
+
+def test_promote_never_exports_over_a_folder_of_other_files(tmp_path):
+    from scd_core.config import ConfigError
+    from tuning.promote import promote
+    from tuning.tracking import Tracking
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    tracking = Tracking.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ConfigError, match=r"--export .*mine holds files that are not a checkpoint's \(notes.txt\)"):
+        promote(tracking, "0" * 32, folder)
+    with pytest.raises(ConfigError, match="--model-name \"x'y\": use letters"):
+        promote(tracking, "0" * 32, model_name="x'y")
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
 def test_debug_flag_shows_the_traceback(tmp_path):
     from scd_core.config import ConfigError
 
@@ -271,6 +380,7 @@ def checkpoint(tmp_path_factory, demo_store):
 
 
 @pytest.mark.parametrize("breakage,expected", [
+    ("huge", "config.json: model.hidden_dim=1000000000, model.out_features=16"),
     ("truncated", "model.safetensors: not a readable safetensors file"),
     ("pickle", "model.safetensors: not a readable safetensors file"),
     ("json", "config.json: not readable JSON"),
@@ -283,7 +393,11 @@ def test_broken_checkpoint_is_named(tmp_path, checkpoint, demo_store, capsys, br
     broken = tmp_path / "ckpt"
     shutil.copytree(checkpoint, broken)
     weights = broken / "model.safetensors"
-    if breakage == "truncated":
+    if breakage == "huge":  # a model too big for memory: refused before torch allocates it
+        raw = json.loads((broken / "config.json").read_text())
+        raw["experiment"]["model"]["hidden_dim"] = 10**9
+        (broken / "config.json").write_text(json.dumps(raw))
+    elif breakage == "truncated":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     elif breakage == "pickle":
         weights.write_bytes(pickle.dumps({"weight": [1.0]}))

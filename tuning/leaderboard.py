@@ -23,27 +23,50 @@ import time
 
 import numpy as np
 
+from scd_core.config import ConfigError
 from scd_core.tables import Table
 from scd_core.evaluation import REPORTED_METRICS, selection_metrics
 from scd_core.metrics import mean_rank
 from tuning.tracking import CHILD, PARENT, Tracking, sweep_filter, sweep_runs
 
 
-def latest_sweep(tracking: Tracking) -> str:
+SORT_KEYS = ("mean_rank", "dev_score", *REPORTED_METRICS)  # what a leaderboard can be sorted --by
+
+
+def _recent_sweeps(tracking: Tracking, count: int) -> list[str]:
     client = tracking.client()
     runs = client.search_runs([tracking.experiment_id(client)], f"tags.role = '{PARENT}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
+                              order_by=["attributes.start_time DESC"], max_results=count)
+    return [r.data.tags["sweep"] for r in runs]
+
+
+def latest_sweep(tracking: Tracking) -> str:
+    found = _recent_sweeps(tracking, 1)
+    if not found:
         raise LookupError(f"no sweep in {tracking.uri} (experiment {tracking.experiment})")
-    return runs[0].data.tags["sweep"]
+    return found[0]
+
+
+def find_sweep(tracking: Tracking, sweep: str | None) -> str:
+    """``sweep`` if the store holds it (None: the latest sweep), else LookupError naming the
+    store's most recent sweeps."""
+    if sweep is None:
+        return latest_sweep(tracking)
+    if not sweep_runs(tracking, sweep, PARENT, max_results=1):
+        recent = _recent_sweeps(tracking, 10)
+        raise LookupError(f"no sweep {sweep!r} in {tracking.uri} (experiment {tracking.experiment}); "
+                          + (f"its latest: {', '.join(recent)}" if recent else "it holds no sweep"))
+    return sweep
 
 
 def build_leaderboard(tracking: Tracking, sweep: str, by: str = "mean_rank") -> Table:
     """The sweep's trials with their varied parameters, best dev metrics and mean rank.
 
     A trial missing a ranked metric that others have (e.g. it did not train that task)
-    ranks last on it.
+    ranks last on it. ``by``: one of SORT_KEYS (ConfigError otherwise).
     """
+    if by not in SORT_KEYS:
+        raise ConfigError(f"--by {by!r}: sort by {', '.join(SORT_KEYS)}")
     runs = sweep_runs(tracking, sweep, CHILD)
     overrides = [{k.removeprefix("override."): v for k, v in r.data.tags.items() if k.startswith("override.")}
                  for r in runs]

@@ -17,10 +17,12 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from scd_core.checkpoint import write_atomic_dir
+from scd_core.config import ConfigError
 from scd_core.evaluation import selection_metrics
 from tuning.leaderboard import build_leaderboard
 from tuning.mlflow_model import checkpoint_dir, log_mlflow_model
-from tuning.tracking import CHECKPOINT_ARTIFACT, CHECKPOINT_REMOVED_TAG, Tracking
+from tuning.tracking import CHECKPOINT_ARTIFACT, CHECKPOINT_REMOVED_TAG, Tracking, check_name
 
 MODEL_NAME = "scd-mmpsr"
 ALIAS = "champion"
@@ -71,11 +73,30 @@ def choose_run(tracking: Tracking, sweep: str, by: str = "mean_rank") -> str:
     return ranked[0]["run_id"]
 
 
+def _check_export(export: Path, checkpoint: Path | None = None) -> None:
+    """The export folder may be new, empty or an earlier export (of ``checkpoint``'s files);
+    anything else is the user's and is never replaced."""
+    if not export.exists():
+        return
+    if not export.is_dir():
+        raise ConfigError(f"--export {export} is a file, not a folder for the checkpoint")
+    known = {"config.json", "model.safetensors"} | ({p.name for p in checkpoint.iterdir()} if checkpoint else set())
+    other = sorted(p.name for p in export.iterdir() if p.name not in known)
+    if other:
+        raise ConfigError(f"--export {export} holds files that are not a checkpoint's ({', '.join(other[:5])}"
+                          f"{', ...' if len(other) > 5 else ''}); choose a new or empty folder")
+
+
 def promote(tracking: Tracking, run_id: str, export_dir: str | Path | None = None,
             model_name: str = MODEL_NAME, replace_better: bool = False) -> Promotion:
     """Log ``runs:<run_id>/checkpoint`` as an MLflow model into that run, register it as a new
     version of ``model_name`` aliased ``champion`` (or reuse the run's version), and export the
-    checkpoint directory. Raises ``ChampionIsBetter`` (see the module docstring)."""
+    checkpoint directory. Raises ``ChampionIsBetter`` (see the module docstring), and
+    ConfigError for a bad ``model_name`` or an ``export_dir`` that holds other files."""
+    check_name(model_name, "--model-name")
+    export = Path(export_dir) if export_dir else None
+    if export is not None:
+        _check_export(export)
     client = tracking.client()
     run = client.get_run(run_id)
     if not any(f.path == CHECKPOINT_ARTIFACT for f in client.list_artifacts(run_id)):
@@ -104,8 +125,9 @@ def promote(tracking: Tracking, run_id: str, export_dir: str | Path | None = Non
                 mlflow.end_run(run.info.status)  # the trial's status stays what it was
             version = mlflow.register_model(logged.model_uri, model_name, tags=tags)
         client.set_registered_model_alias(model_name, ALIAS, version.version)
-        export = Path(export_dir or f"runs/promoted/{model_name}-v{version.version}")
-        shutil.copytree(checkpoint, export, dirs_exist_ok=True)
+        export = export or Path(f"runs/promoted/{model_name}-v{version.version}")
+        _check_export(export, Path(checkpoint))
+        write_atomic_dir(export, lambda folder: shutil.copytree(checkpoint, folder, dirs_exist_ok=True))
     return Promotion(model_name, version.version, run_id, export, reused=bool(registered), replaced=better)
 
 

@@ -43,8 +43,8 @@ from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, SpaceError, load_space
 from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, RAY_STORAGE_TAG, TrackedRun, Tracking,
-                             TrialFigures, child_run, git_commit, log_figures, package_versions, parent_run, sweep_runs,
-                             tracking_home)
+                             TrialFigures, check_name, child_run, git_commit, log_figures, package_versions, parent_run,
+                             sweep_runs, tracking_home)
 from tuning.trial import COMPLETED_MARKER, PERMANENT_FAILURE, TrialContext, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
@@ -81,13 +81,17 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         for name, low in (("max_concurrent", 1), ("grace_period", 1), ("reduction_factor", 2), ("max_failures", 0),
-                          ("report_top_k", 0), ("num_samples", 1), ("epochs", 1)):
+                          ("report_top_k", 0), ("num_samples", 1), ("epochs", 1), ("seed", 0)):
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ConfigError(f"--{name.replace('_', '-')}: {value} is below {low}")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ConfigError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 "
-                             f"(got {self.cpus_per_trial}, {self.gpus_per_trial})")
+        # not (x > 0) rather than x <= 0: NaN fails every comparison
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0
+                and math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise ConfigError(f"--cpus-per-trial must be a finite number > 0 and --gpus-per-trial one >= 0 "
+                              f"(got {self.cpus_per_trial}, {self.gpus_per_trial})")
+        if self.name is not None:
+            check_name(self.name, "--name")
 
 
 def trials_at_once(settings: SweepSettings, resources: Mapping[str, float]) -> int:

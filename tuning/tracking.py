@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -27,7 +28,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from scd_core.config import flatten
+from scd_core.config import ConfigError, flatten
 from scd_core.features import CorpusTensors
 from scd_core.model import count_parameters, size_mb
 
@@ -134,8 +135,23 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# Names the platform writes into folder paths (a sweep's, under --storage-path, which
+# tuning.cleanup removes) and into MLflow search filters (sweeps, registered models): one path
+# component, no quotes.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a valid sweep or model name, else ConfigError naming ``what`` (e.g. ``--name``)."""
+    if not NAME.fullmatch(value):
+        raise ConfigError(f"{what} {value!r}: use letters, digits, '.', '_' and '-', starting with a letter or "
+                          f"digit, at most 100 characters")
+    return value
+
+
 def sweep_filter(sweep: str, role: str, extra: str = "") -> str:
     """The MLflow search filter of a sweep's runs of one ``role`` (PARENT or CHILD), and ``extra``."""
+    check_name(sweep, "sweep name")
     return f"tags.sweep = '{sweep}' and tags.role = '{role}'" + (f" and {extra}" if extra else "")
 
 
