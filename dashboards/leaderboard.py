@@ -42,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
         Path(args.html).write_text(board.to_html())
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -303,5 +303,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"written to {out}")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

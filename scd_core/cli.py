@@ -53,4 +53,3 @@ def int_at_least(low: int) -> Callable[[str], int]:
         return value
 
     return parse
-

@@ -280,7 +280,7 @@ def test_numbers_and_choices_on_the_command_line_are_checked_naming_the_flag(cap
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite number > 0 and --gpus-per-trial one >= 0 (got nan"),
+    (["--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite number > 0 and --gpus-per-trial one >= 0"),
     (["--gpus-per-trial", "inf"], "(got 1.0, inf)"),
     (["--seed", "-1"], "--seed: -1 is below 0"),
     (["--name", "../features"], "--name '../features': use letters, digits, '.', '_' and '-'"),
