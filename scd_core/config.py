@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import reprlib
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Mapping, Sequence, Union, get_args, get_origin
@@ -274,6 +275,16 @@ def _section_fields(root: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return [] if section is None else [field.alias or name for name, field in section.model_fields.items()]
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short: a YAML file's anchors can make a value of millions of items
+    (nested aliases), whose full repr would be the error message."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxtuple = 2, 8, 8, 8
+    short.maxstring = short.maxother = 200
+    text = short.repr(value)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def format_errors(err: ValidationError, root: type[BaseModel]) -> str:
     """Every error of validating ``root``, one line each, naming its field (and, for an unknown
     key, the closest valid one)."""
@@ -285,7 +296,7 @@ def format_errors(err: ValidationError, root: type[BaseModel]) -> str:
             close = difflib.get_close_matches(str(e["loc"][-1]), _section_fields(root, e["loc"]), n=1)
             if close:
                 msg += f"; did you mean {'.'.join([*map(str, e['loc'][:-1]), close[0]])}?"
-        lines.append(f"  {where}: {msg} (got {e.get('input')!r})")
+        lines.append(f"  {where}: {msg} (got {_shown(e.get('input'))})")
     return "invalid configuration:\n" + "\n".join(lines)
 
 

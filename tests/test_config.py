@@ -124,3 +124,17 @@ def test_an_extraction_config_names_the_key_meant_at_any_depth(tmp_path):
                         ("sources.0.group_split.grop", "sources.0.group_split.group"),
                         ("resources.decode.num_cpu", "resources.decode.num_cpus")]:
         assert f"{typo}: Extra inputs are not permitted; did you mean {meant}?" in str(err.value), str(err.value)
+
+
+def test_a_yaml_alias_bomb_gets_a_short_error_naming_each_key(tmp_path):
+    """Nested YAML aliases make a value of 9^8 (43 million) items from 9 lines; the error names
+    the keys and shows a bounded excerpt of each value (it used to print 226 MB)."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join([*lines, "model: {hidden_dim: 64}"]) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bomb, [])
+    message = str(err.value)
+    assert all(f"  a{i}: Extra inputs are not permitted (got [" in message for i in range(8))
+    assert len(message) < 4000
