@@ -9,6 +9,7 @@ and the labels in the corpus's own columns. Column mappings are configuration, n
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +61,24 @@ class Columns(_Strict):
     labels: dict[str, str] = Field({}, description="feature-store label column -> CSV column")
     emotion: str | None = Field(None, description="single-label emotion name column (MELD), one-hot into emo_*")
     emotion_names: dict[str, str] = Field({}, description="corpus emotion name -> the paper's (joy: happiness)")
+
+    @field_validator("sample_id")
+    @classmethod
+    def _sample_id(cls, v: str) -> str:
+        # str.format would also follow attributes and indices ({video_name.__class__}) and
+        # pad to any width ({x:>999999999}, a GB per row): only columns, with a short spec.
+        try:
+            fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(v)
+                      if name is not None]
+        except ValueError as err:
+            raise ValueError(f"sample_id template {v!r}: {err}") from None
+        for name, spec, conversion in fields:
+            if not name or name.isdigit() or any(c in name for c in ".[]") or conversion or len(spec) > 8 \
+                    or "{" in spec:
+                raise ValueError(f"sample_id template {v!r}: {{{name}{'!' + conversion if conversion else ''}"
+                                 f"{':' + spec if spec else ''}}} must name a column, optionally with a short "
+                                 f"format spec like {{Utterance_ID:0>3}}")
+        return v
 
     @field_validator("labels")
     @classmethod

@@ -109,8 +109,10 @@ def read_source(source: Source, cfg: ExtractionConfig) -> list[dict[str, Any]]:
         where = f"{origin}: row {i + 2}"  # +2: the header is line 1
         try:
             sample_id = record["video_name"] if source.videos is not None else cols.sample_id.format(**record)
-        except (KeyError, IndexError) as err:
+        except KeyError as err:
             raise ManifestError(f"{where}: sample_id template {cols.sample_id!r} needs column {err}") from None
+        except ValueError as err:  # a format spec the value does not take ({name:d} on text)
+            raise ManifestError(f"{where}: sample_id template {cols.sample_id!r}: {err}") from None
         if sample_id in seen:
             raise ManifestError(f"{where}: duplicate sample id {sample_id!r} (first at row {seen[sample_id]})")
         seen[sample_id] = i + 2

@@ -90,3 +90,26 @@ def test_bad_manifest_names_file_row_and_column(tmp_path):
     cfg.sources[0].limit = None
     with pytest.raises(ManifestError, match=r"bah.csv: row 4, column presence_full: 7.0 outside \[0, 1\] for ah"):
         read_sources(cfg)
+
+
+def test_sample_id_templates_name_columns_only(tmp_path):
+    """``columns.sample_id`` is a str.format template over each CSV row: attribute and index
+    lookups ({clip.__class__}), conversions and long specs ({clip:>999999999}, a GB per row) are
+    refused when the config loads; a spec the value does not take names its row."""
+    from scd_core.config import ConfigError
+
+    (tmp_path / "clips.csv").write_text("clip,text\na1,hello there\nb2,good morning\n")
+    yaml_text = ("output: out\ndata_root: {root}\nsources:\n  - corpus: unlabelled\n    split: test\n"
+                 "    manifest: clips.csv\n    columns: {{sample_id: '{template}', transcript: text}}\n")
+    path = tmp_path / "extract.yaml"
+
+    def load(template):
+        path.write_text(yaml_text.format(root=tmp_path, template=template))
+        return load_extraction_config(path)
+
+    assert [r["sample_id"] for r in read_sources(load("id-{clip:0>4}"))] == ["id-00a1", "id-00b2"]
+    for template in ("{clip.__class__}", "{clip[0]}", "{0}", "{clip!r}", "{clip:>999999999}", "{clip"):
+        with pytest.raises(ConfigError, match=r"sources\.0\.columns\.sample_id: sample_id template"):
+            load(template)
+    with pytest.raises(ManifestError, match=r"clips.csv: row 2: sample_id template '\{clip:d\}': Unknown format code"):
+        read_sources(load("{clip:d}"))
