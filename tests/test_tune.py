@@ -100,6 +100,21 @@ def test_quick_optuna_asha_sweep_tracks_every_trial_and_promotes(tmp_path, demo_
     assert out["ah"].shape == (len(dev), 2) and torch.isfinite(out["ah"]).all()
 
 
+def test_a_second_sweep_under_a_used_name_is_refused(quick_sweep):
+    """Without --resume, a used name would add a second sweep's trials to the first one's runs
+    and Ray Tune folder: refused before Ray starts, and nothing of the first sweep changes."""
+    from dataclasses import replace
+
+    from scd_core.config import ConfigError
+
+    s, _ = quick_sweep
+    tracking = Tracking.resolve(s.tracking_uri)
+    before = sorted(r.info.run_id for r in children(tracking, "quick"))
+    with pytest.raises(ConfigError, match=r"sweep 'quick' already exists in sqlite:.*: pass --resume to continue it"):
+        run_sweep(replace(s, num_samples=1), SWEEP_OUTPUTS)
+    assert sorted(r.info.run_id for r in children(tracking, "quick")) == before
+
+
 def test_grid_runs_exactly_the_grid_its_trials_sharing_one_gpu(tmp_path, demo_store, mlflow_uri):
     """--gpus-per-trial 0.25 without --max-concurrent: the four trials share the GPU, all at once."""
     space = write_space(tmp_path / "grid.yaml", strategy="grid", fixed={**SMALL, "optim.epochs": 2},

@@ -42,9 +42,9 @@ from scd_core.tables import Table
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, SpaceError, load_space
-from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, RAY_STORAGE_TAG, TrackedRun, Tracking,
-                             TrialFigures, check_name, child_run, git_commit, log_figures, package_versions, parent_run,
-                             sweep_runs, tracking_home)
+from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, PARENT, RAY_STORAGE_TAG, TrackedRun,
+                             Tracking, TrialFigures, check_name, child_run, git_commit, log_figures, package_versions,
+                             parent_run, sweep_runs, tracking_home)
 from tuning.trial import COMPLETED_MARKER, PERMANENT_FAILURE, TrialContext, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
@@ -286,6 +286,10 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
     name = settings.name or f"{space.name}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     tracking = Tracking.resolve(settings.tracking_uri)
     tracking.check_reachable()
+    if not settings.resume and sweep_runs(tracking, name, PARENT, max_results=1):
+        # Running it again would add a second sweep's trials to its runs and its Ray Tune folder.
+        raise ConfigError(f"sweep {name!r} already exists in {tracking.uri}: pass --resume to continue it, or "
+                          f"choose another --name")
     storage = Path(settings.storage_path or home / "ray_results").resolve()
     try:
         storage.mkdir(parents=True, exist_ok=True)
