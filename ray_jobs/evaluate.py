@@ -42,11 +42,9 @@ def _tracking_errors(args: argparse.Namespace) -> tuple[type[BaseException], ...
     """With ``--model``, MLflow's errors (unknown model or alias, dead server) are the user's too."""
     if not args.model:  # only this path needs MLflow
         return ()
-    from mlflow.exceptions import MlflowException
+    from tuning.tracking import TRACKING_ERRORS
 
-    from tuning.tracking import TrackingUnavailable
-
-    return MlflowException, TrackingUnavailable
+    return TRACKING_ERRORS
 
 
 def run(args: argparse.Namespace) -> int:

@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="start even when models are missing here (the Ray workers have their own copies)")
     add_debug_flag(parser)
     args = parser.parse_intermixed_args(argv)
-    return explained(lambda: run(args), args.debug,
-                     (*USER_ERRORS, yaml.YAMLError, PredictError, ManifestError, ModelsMissing))
+    errors = (*USER_ERRORS, yaml.YAMLError, PredictError, ManifestError, ModelsMissing)
+    if args.model:  # only this path needs MLflow: an unknown model or alias, a store that cannot serve
+        from tuning.tracking import TRACKING_ERRORS
+
+        errors += TRACKING_ERRORS
+    return explained(lambda: run(args), args.debug, errors)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         from tuning.promote import fetch_model
         from tuning.tracking import Tracking
 
-        checkpoint = fetch_model(args.model, Tracking.resolve(args.tracking_uri))
+        tracking = Tracking.resolve(args.tracking_uri)
+        tracking.check_reachable()
+        checkpoint = fetch_model(args.model, tracking)
     if not args.skip_model_check:
         check_prediction_models(checkpoint, inputs, args.output, values)
     start_ray(args.address)

@@ -236,6 +236,23 @@ def test_dead_tracking_server_fails_in_one_line_before_ray(tmp_path, demo_store,
     for dashboard in (leaderboard, report):
         assert dashboard.main(["--tracking-uri", uri]) == 2
         assert f"MLflow tracking server {uri} does not answer" in one_line_error(capsys)
+    for command, args in (("evaluate", []), ("predict", [str(tmp_path), "--output", str(tmp_path / "out")])):
+        assert entry_point(command).main(["--model", "models:/scd-mmpsr@champion", "--tracking-uri", uri, *args]) == 2
+        assert f"MLflow tracking server {uri} does not answer" in one_line_error(capsys)
+
+
+def test_tracking_stores_that_cannot_serve_are_named_and_nothing_is_created(tmp_path, capsys):
+    from dashboards import leaderboard
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database")
+    for uri, expected in ((f"sqlite:///{text}", f"{text} is not an SQLite database"),
+                          (f"sqlite:///{text}/mlflow.db", f"cannot create {text}/mlflow.db"),
+                          (str(tmp_path / "mlruns"), "use sqlite:///PATH (a local store) or http(s)://HOST:PORT"),
+                          ("sqlit:///mlflow.db", "use sqlite:///PATH")):
+        assert leaderboard.main(["--tracking-uri", uri]) == 2
+        assert f"{uri}" in (err := one_line_error(capsys)) and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and text.read_text() == "not a database"
 
 
 def test_corrupt_store_fails_the_sweep_once_before_any_trial(tmp_path, demo_store, capsys):

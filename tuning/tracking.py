@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from scd_core.config import ConfigError, flatten
 from scd_core.features import CorpusTensors
@@ -59,7 +60,15 @@ def tracking_home() -> Path:
 
 
 class TrackingUnavailable(ConnectionError):
-    """The MLflow tracking server does not answer; the message names its URI."""
+    """The MLflow tracking store cannot serve (a server that does not answer, a file that is
+    not a database); the message names its URI."""
+
+
+# What a command that reads a registered model (models:/...) reports as the user's error: an
+# unknown model or alias, a store that cannot serve.
+TRACKING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, TrackingUnavailable)
+SQLITE_HEADER = b"SQLite format 3\x00"
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks")  # MLflow's other stores: left to MLflow
 
 
 @dataclass(frozen=True)
@@ -86,10 +95,19 @@ class Tracking:
         return MlflowClient(self.uri)
 
     def check_reachable(self, timeout_s: float = 5.0) -> None:
-        """Fail in seconds if a tracking server does not answer (MLflow's own client retries
-        for minutes). Local stores (sqlite, files) need no check."""
-        if not self.uri.startswith(("http://", "https://")):
-            return
+        """Fail in seconds, naming the URI, if the store cannot serve: a tracking server that does
+        not answer (MLflow's own client retries for minutes), a SQLite path that is not a
+        database or cannot be created, a URI of no kind MLflow keeps runs in. Nothing is created."""
+        scheme = self.uri.split("://", 1)[0] if "://" in self.uri else ""
+        if scheme in ("http", "https"):
+            self._check_server(timeout_s)
+        elif scheme == "sqlite":
+            self._check_sqlite(Path(self.uri.removeprefix("sqlite:///")))
+        elif scheme not in DATABASE_SCHEMES:
+            raise TrackingUnavailable(f"tracking URI {self.uri!r}: use sqlite:///PATH (a local store) or "
+                                      f"http(s)://HOST:PORT (a tracking server)")
+
+    def _check_server(self, timeout_s: float) -> None:
         try:
             urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=timeout_s).close()
         except urllib.error.HTTPError:  # it answered (an error page still means a live server)
@@ -98,6 +116,21 @@ class Tracking:
             reason = getattr(err, "reason", err)
             raise TrackingUnavailable(f"MLflow tracking server {self.uri} does not answer ({reason}); start it, "
                                       "or pass another --tracking-uri") from None
+
+    def _check_sqlite(self, db: Path) -> None:
+        if db.exists():
+            try:
+                with open(db, "rb") as handle:
+                    header = handle.read(len(SQLITE_HEADER))
+            except OSError as err:
+                raise TrackingUnavailable(f"tracking store {self.uri}: cannot read {db}: {err}") from None
+            if header and header != SQLITE_HEADER:  # an empty file is what sqlite creates first
+                raise TrackingUnavailable(f"tracking store {self.uri}: {db} is not an SQLite database")
+            return
+        folder = next(p for p in db.absolute().parents if p.exists())
+        if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+            raise TrackingUnavailable(f"tracking store {self.uri}: cannot create {db} ({folder} is not a writable "
+                                      f"folder)")
 
     def experiment_id(self, client: MlflowClient | None = None) -> str:
         client = client or self.client()
