@@ -265,11 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="feature-store root to write")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     parser.add_argument("--seed", type=int, default=0)
+    from scd_core.cli import USER_ERRORS, add_debug_flag, explained  # torch, which generating never needs
+
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    generate(args.out, args.preset, args.seed, progress=lambda msg: print(msg, flush=True))
-    print(f"wrote {args.out} ({args.preset}, seed {args.seed}) in {time.perf_counter() - start:.1f} s")
-    return 0
+
+    def run() -> int:
+        start = time.perf_counter()
+        generate(args.out, args.preset, args.seed, progress=lambda msg: print(msg, flush=True))
+        print(f"wrote {args.out} ({args.preset}, seed {args.seed}) in {time.perf_counter() - start:.1f} s")
+        return 0
+
+    # A store of other features at --out is refused by its writer, naming the manifest.
+    return explained(run, args.debug, USER_ERRORS)
 
 
 if __name__ == "__main__":

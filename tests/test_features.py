@@ -277,3 +277,19 @@ def test_float64_features_and_integer_ids_are_rejected(store):
     assert f"{path}: column sample_id: type int64: sample ids are strings" in msg
     path = rewrite(store, "bah", "dev", lambda t: replace_column(t, "sample_id", pa.array(["b0", "b1", "b2"])))
     assert f"{path}: column f_text: values of type double: features are float32 lists" in _problems(store)
+
+
+def test_commands_name_a_store_that_is_a_file_or_holds_other_features(tmp_path, demo_store, capsys):
+    from scd_core.features.__main__ import main as features_main
+    from scd_core.synthetic import main as synthetic_main
+
+    file = tmp_path / "notes.txt"
+    file.write_text("not a store")
+    assert features_main(["summary", str(file)]) == 1
+    assert f"{file}/manifest.json: missing (not a feature store?)" in capsys.readouterr().err
+    assert synthetic_main(["--out", str(file)]) == 2
+    assert "Not a directory" in capsys.readouterr().err and file.read_text() == "not a store"
+    manifest = (demo_store / "manifest.json").read_text()
+    assert synthetic_main(["--out", str(demo_store), "--seed", "3"]) == 2  # other features: never mixed in
+    assert f"{demo_store}/manifest.json: field modalities differs from the writer's" in capsys.readouterr().err
+    assert (demo_store / "manifest.json").read_text() == manifest

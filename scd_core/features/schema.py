@@ -57,8 +57,10 @@ class Manifest:
         path = Path(root) / MANIFEST
         try:
             raw = json.loads(path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise FeatureStoreError(f"{path}: missing (not a feature store?)") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise FeatureStoreError(f"{path}: cannot read: {err}") from None
         except json.JSONDecodeError as err:
             raise FeatureStoreError(f"{path}: invalid JSON: {err}") from None
         if not isinstance(raw, dict):
