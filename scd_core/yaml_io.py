@@ -51,4 +51,7 @@ def parse_yaml(text: str) -> Any:
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file; errors (``OSError``, ``yaml.YAMLError``) name the file and line."""
     with open(path, encoding="utf-8") as stream:  # a stream, so that error marks carry the file name
-        return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        try:
+            return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        except UnicodeDecodeError as err:  # a binary file given as YAML
+            raise yaml.YAMLError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None

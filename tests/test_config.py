@@ -138,3 +138,10 @@ def test_a_yaml_alias_bomb_gets_a_short_error_naming_each_key(tmp_path):
     message = str(err.value)
     assert all(f"  a{i}: Extra inputs are not permitted (got [" in message for i in range(8))
     assert len(message) < 4000
+
+
+def test_a_binary_file_given_as_config_is_named(tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes([0xC9, 0x00, 0xFF]) * 100)
+    with pytest.raises(ConfigError, match=rf"{binary}: not UTF-8 text \(invalid continuation byte at byte 0\)"):
+        load_config(binary, [])
