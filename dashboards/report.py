@@ -129,7 +129,7 @@ def comparison_table(tracking: Tracking, board: Table, features: str | Path, top
             model, spec = load_model(path)
             modalities = spec.config.data.modalities
             store = spec.config.data.features or features
-            splits = load_eval_splits(spec.config, store, "test", torch.device("cpu"))
+            splits = load_eval_splits(spec.config, store, "test", torch.device("cpu"), spec.modality_dims)
             cells = {f"{r['corpus']}_{r['metric']}": _interval_cell(r)
                      for r in interval_report(model, splits, n_resamples, seed)}
             rows.append({"model": entry.get("label", entry["trial"]), "mean_rank (dev)": entry["mean_rank"], **cells})

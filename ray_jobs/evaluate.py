@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = fetch_model(args.model, tracking)
     model, spec = load_model(checkpoint, device)
     root = args.features or spec.config.data.features or ensure_store("features/demo")
-    splits = load_eval_splits(spec.config, root, args.split, device)
+    splits = load_eval_splits(spec.config, root, args.split, device, spec.modality_dims)
     rows = interval_report(model, splits, args.n_resamples, args.seed)
     print(f"{args.model or checkpoint} on {root} ({args.split}; 95% percentile bootstrap, {args.n_resamples} resamples)\n")
     print(tabulate(

@@ -86,10 +86,20 @@ def _load(root: str | Path, corpus: str, split: str, cfg: ExperimentConfig, mani
     return _drop_rows_without_modalities(data, f"{corpus}/{split}")
 
 
-def load_eval_splits(cfg: ExperimentConfig, root: str | Path, split: str, device: torch.device) -> dict[str, CorpusTensors]:
+def load_eval_splits(cfg: ExperimentConfig, root: str | Path, split: str, device: torch.device,
+                     modality_dims: dict[str, int] | None = None) -> dict[str, CorpusTensors]:
     """``split`` of every training and zero-shot corpus that has it and whose task the model
-    predicts (a single-task run trains on other corpora without scoring them): corpus -> rows."""
+    predicts (a single-task run trains on other corpora without scoring them): corpus -> rows.
+
+    ``modality_dims``: the input sizes a trained model expects (its checkpoint's); a store whose
+    features have other sizes (another encoder) raises FeatureStoreError naming both."""
     manifest = _read_manifest(cfg, root)
+    other = {m: (dim, manifest.modalities[m].dim) for m, dim in (modality_dims or {}).items()
+             if m in manifest.modalities and manifest.modalities[m].dim != dim}
+    if other:
+        raise FeatureStoreError(f"{root}: the model takes " + ", ".join(f"{m} features of size {a}, this store has {b}"
+                                                                         for m, (a, b) in other.items())
+                                + " (features of another encoder?)")
     corpora = [c for c in (*cfg.data.train_corpora, *cfg.data.zero_shot_corpora) if CORPORA[c].task in cfg.data.tasks]
     return {c: _load(root, c, split, cfg, manifest, device) for c in corpora if split in manifest.corpora.get(c, {})}
 

@@ -426,6 +426,16 @@ def test_broken_checkpoint_is_named(tmp_path, checkpoint, demo_store, capsys, br
     assert f"{broken}/{expected}" in one_line_error(capsys)
 
 
+def test_a_store_of_other_feature_sizes_is_named_when_evaluating(tmp_path, checkpoint, capsys):
+    from scd_core.synthetic import generate
+
+    other = generate(tmp_path / "other", "demo", 0, dims={"video": 8, "audio": 8, "text": 8, "behavior": 8})
+    assert entry_point("evaluate").main(["--checkpoint", str(checkpoint), "--features", str(other)]) == 2
+    err = one_line_error(capsys)
+    assert f"{other}: the model takes audio features of size 1536, this store has 8" in err
+    assert "video features of size 1024, this store has 8 (features of another encoder?)" in err
+
+
 # ----------------------------------------------------------------- 9. NaN outputs
 
 def test_nan_outputs_are_an_error_naming_corpus_and_count(tmp_path, checkpoint, demo_store, capsys):
