@@ -306,6 +306,12 @@ def test_sweep_keeps_only_what_promotion_needs_and_cleanup_frees_the_rest(tmp_pa
     plan = plan_cleanup(tracking, "disk")
     assert plan.ray_folder == folder and list(plan.checkpoints) == [other.info.run_id]
     assert plan.checkpoints[other.info.run_id] >= model_bytes
+    mine = tmp_path / "elsewhere" / "disk"  # a mistyped --storage-path: a folder of the user's, same name
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("mine")
+    assert cleanup_main(["--sweep", "disk", "--tracking-uri", uri, "--storage-path", str(mine.parent), "--delete"]) == 2
+    assert f"{mine}: not a Ray Tune experiment folder" in capsys.readouterr().err
+    assert (mine / "thesis.tex").read_text() == "mine" and client.list_artifacts(other.info.run_id, "checkpoint")
 
     assert cleanup_main(["--sweep", "disk", "--tracking-uri", uri, "--delete"]) == 0
     assert "removed" in capsys.readouterr().out

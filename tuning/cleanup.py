@@ -23,6 +23,7 @@ from pathlib import Path
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained
+from scd_core.config import ConfigError
 from tuning.tracking import (CHECKPOINT_ARTIFACT, CHECKPOINT_REMOVED_TAG, CHILD, PARENT, RAY_STORAGE_TAG, Tracking,
                              TrackingUnavailable, sweep_runs, tracking_home)
 
@@ -53,6 +54,18 @@ def _artifact_bytes(client, run_id: str, path: str) -> int:
     return total
 
 
+def _check_ray_folder(folder: Path) -> None:
+    """Only a Ray Tune experiment folder (or an empty one) is ever removed: a mistyped
+    --storage-path must not name a folder of the user's that happens to have the sweep's name."""
+    if not folder.is_dir():
+        if folder.exists():
+            raise ConfigError(f"{folder}: a file, not the sweep's Ray Tune folder; not removed (check --storage-path)")
+        return
+    if any(folder.iterdir()) and not ((folder / "tuner.pkl").exists() or any(folder.glob("experiment_state-*.json"))):
+        raise ConfigError(f"{folder}: not a Ray Tune experiment folder (no tuner.pkl or experiment_state-*.json); "
+                          f"not removed (check --storage-path)")
+
+
 def plan_cleanup(tracking: Tracking, sweep: str, storage_path: str | Path | None = None) -> CleanupPlan:
     """What cleaning ``sweep`` would remove. Its Ray folder is the one its run recorded, else
     ``storage_path/sweep``, else the default ``ray_results/sweep``."""
@@ -62,6 +75,7 @@ def plan_cleanup(tracking: Tracking, sweep: str, storage_path: str | Path | None
     recorded = parent[0].data.tags.get(RAY_STORAGE_TAG)
     folder = Path(storage_path, sweep) if storage_path else Path(recorded) if recorded else \
         tracking_home() / "ray_results" / sweep
+    _check_ray_folder(folder)
     plan = CleanupPlan(sweep, folder if folder.exists() else None, _folder_bytes(folder) if folder.exists() else 0,
                        running=parent[0].info.status == "RUNNING")
     client = tracking.client()
