@@ -66,15 +66,15 @@ class Columns(_Strict):
     @classmethod
     def _sample_id(cls, v: str) -> str:
         # str.format would also follow attributes and indices ({video_name.__class__}) and
-        # pad to any width ({x:>999999999}, a GB per row): only columns, with a short spec.
+        # pad to any width ({x:>999999999}, a GB per row): only columns, widths below 1000.
         try:
             fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(v)
                       if name is not None]
         except ValueError as err:
             raise ValueError(f"sample_id template {v!r}: {err}") from None
         for name, spec, conversion in fields:
-            if not name or name.isdigit() or any(c in name for c in ".[]") or conversion or len(spec) > 8 \
-                    or "{" in spec:
+            if not name or name.isdigit() or any(c in name for c in ".[]") or conversion \
+                    or re.search(r"\d{4,}|\{", spec):
                 raise ValueError(f"sample_id template {v!r}: {{{name}{'!' + conversion if conversion else ''}"
                                  f"{':' + spec if spec else ''}}} must name a column, optionally with a short "
                                  f"format spec like {{Utterance_ID:0>3}}")

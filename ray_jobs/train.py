@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"training on {root} ({len(data.train)} rows from {', '.join(data.train.corpora)}) on {device}"
           + (f" with {args.threads} torch thread{'s' if args.threads > 1 else ''}" if device.type == "cpu" else ""))
     trainer = Trainer(cfg, data, output)
+    if args.resume and not (output / "last" / "state.json").exists():
+        print(f"nothing to resume in {output} (no last/state.json): a new run starts")
     table = EpochTable()
     if tracking is None:
         result = trainer.fit(on_epoch=table, resume=args.resume)

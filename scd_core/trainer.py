@@ -32,9 +32,9 @@ from torch import Tensor
 
 from scd_core.augment import drop_modalities
 from scd_core.batching import epoch_batches
-from scd_core.checkpoint import (ModelSpec, build_model, check_fits, load_training_state, load_training_tensors,
-                                 save_checkpoint)
-from scd_core.config import ConfigError, ExperimentConfig
+from scd_core.checkpoint import (ModelSpec, build_model, check_fits, load_spec, load_training_state,
+                                 load_training_tensors, save_checkpoint)
+from scd_core.config import ConfigError, ExperimentConfig, flatten
 from scd_core.data import TrainingData
 from scd_core.evaluation import METRICS, dev_score, evaluate
 from scd_core.features import CorpusTensors
@@ -491,7 +491,10 @@ class Trainer:
         return tensors
 
     def restore(self, path: str | Path) -> int:
-        """Load a ``last`` checkpoint; returns the next epoch to run."""
+        """Load a ``last`` checkpoint; returns the next epoch to run. ConfigError, naming each
+        change, when this run's config or feature sizes differ from the checkpoint's in what
+        shapes its state (the model, optimiser, schedule, data and SSL fields)."""
+        self._check_resumable(load_spec(path), Path(path))
         state = load_training_state(path, self.model, self.optimizer, self.scheduler)
         tensors = load_training_tensors(path, self.device)
         if self.pseudo_labeler is not None:
@@ -508,5 +511,19 @@ class Trainer:
         self.history = [EpochReport(**r) for r in state["history"]]
         return state["epoch"] + 1
 
+    def _check_resumable(self, saved: ModelSpec, path: Path) -> None:
+        before, now = flatten(saved.config.to_dict()), flatten(self.cfg.to_dict())
+        changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(before.keys() | now.keys())
+                   if k not in RESUMABLE and before.get(k) != now.get(k)]
+        changed += [f"{m} feature size: {saved.modality_dims.get(m)} -> {d}" for m, d in self.spec.modality_dims.items()
+                    if saved.modality_dims.get(m) != d]
+        if changed:
+            raise ConfigError(f"{path}: a run resumes with the config it was trained with; changed: "
+                              f"{'; '.join(changed)} (only {', '.join(sorted(RESUMABLE))} may change)")
+
+
+# What a resumed run may change: how long it trains and where, not what its state is made of.
+RESUMABLE = frozenset({"optim.epochs", "optim.early_stopping_patience", "data.features", "device", "cuda_graph",
+                       "fuse_elementwise"})
 
 __all__ = ["EpochReport", "FitResult", "METRICS", "NonFiniteLossError", "Trainer"]

@@ -72,6 +72,21 @@ def test_train_refuses_to_overwrite_a_run_unless_told(tmp_path, demo_store, caps
     assert digest(out) == after
 
 
+def test_a_resumed_run_refuses_a_changed_config_naming_each_change(tmp_path, demo_store, capsys):
+    main = entry_point("train").main
+    args = ["--features", str(demo_store), "--output", str(tmp_path / "run"), "--no-tracking", *TINY]
+    assert main(["--resume", *args]) == 0  # nothing to resume: said, and a new run starts
+    assert f"nothing to resume in {tmp_path / 'run'}" in capsys.readouterr().out
+    before = digest(tmp_path / "run")
+    for change, expected in (("model.hidden_dim=32", "model.hidden_dim: 16 -> 32"),
+                             ("optim.optimizer=sgd", "optim.optimizer: 'adam' -> 'sgd'")):
+        assert main(["--resume", *args, change, "optim.epochs=2"]) == 2
+        assert f"{tmp_path / 'run' / 'last'}: a run resumes with the config it was trained with; changed: {expected} " \
+               "(only cuda_graph, data.features, device, " in one_line_error(capsys)
+        assert digest(tmp_path / "run") == before
+    assert main(["--resume", *args, "optim.epochs=2"]) == 0  # more epochs: what resuming is for
+
+
 def test_train_runs_with_the_threads_it_is_given(tmp_path, demo_store, capsys):
     main = entry_point("train").main
     before = torch.get_num_threads()

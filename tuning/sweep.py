@@ -286,10 +286,6 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
     name = settings.name or f"{space.name}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     tracking = Tracking.resolve(settings.tracking_uri)
     tracking.check_reachable()
-    if not settings.resume and sweep_runs(tracking, name, PARENT, max_results=1):
-        # Running it again would add a second sweep's trials to its runs and its Ray Tune folder.
-        raise ConfigError(f"sweep {name!r} already exists in {tracking.uri}: pass --resume to continue it, or "
-                          f"choose another --name")
     storage = Path(settings.storage_path or home / "ray_results").resolve()
     try:
         storage.mkdir(parents=True, exist_ok=True)
@@ -297,6 +293,10 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
         raise OSError(f"--storage-path {storage}: cannot create the folder for trial checkpoints: {err}") from None
     if settings.resume and not tune.Tuner.can_restore(str(storage / name)):
         raise FileNotFoundError(f"nothing to resume at {storage / name} (check --name and --storage-path)")
+    if not settings.resume and sweep_runs(tracking, name, PARENT, max_results=1):
+        # Running it again would add a second sweep's trials to its runs and its Ray Tune folder.
+        raise ConfigError(f"sweep {name!r} already exists in {tracking.uri}: pass --resume to continue it, or "
+                          f"choose another --name")
 
     parent_id = parent_run(tracking, name, {
         "space": space.name, "strategy": strategy, "git_commit": git_commit(),
