@@ -331,3 +331,8 @@ def test_cli_describes_the_paper_configuration(capsys):
     assert "graph=gat" in out and "modalities: video=1024, text=1536" in out
     assert cli_main(["model.graph=nope"]) == 2
     assert "model.graph" in capsys.readouterr().err
+    # Counted on the meta device: a model of 23 trillion parameters is described, not allocated.
+    assert cli_main(["model.hidden_dim=1000000"]) == 0
+    assert "parameters: 23007261508732" in capsys.readouterr().out
+    assert cli_main(["model.hidden_dim=1000000000"]) == 2
+    assert "more elements than torch can count" in capsys.readouterr().err

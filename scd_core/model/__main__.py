@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from scd_core.config import ConfigError, load_config
 from scd_core.model import NAMED_MODELS, named_model
 from scd_core.model.mcdm import MCDM, count_parameters, model_name, size_mb
@@ -39,7 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     dims = {m: PAPER_FEATURE_DIMS[m] for m in cfg.data.modalities}
-    model = MCDM.from_config(cfg.model, dims, cfg.data.tasks)
+    try:
+        with torch.device("meta"):  # counted, never allocated: any size can be described
+            model = MCDM.from_config(cfg.model, dims, cfg.data.tasks)
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        print(f"model.hidden_dim={cfg.model.hidden_dim}, model.out_features={cfg.model.out_features}: a tensor with "
+              f"more elements than torch can count", file=sys.stderr)
+        return 2
     m = cfg.model
     print(f"model: {model_name(m.graph, m.attention) or 'custom'} (graph={m.graph}, attention={m.attention}, "
           f"task_projectors={m.task_projectors}, guide_banks={m.guide_banks})")
