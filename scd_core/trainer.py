@@ -46,6 +46,9 @@ from scd_core.pseudo_labels import EMATeacher, PseudoLabeler
 from scd_core.static_step import Fused, StaticStep
 
 BRANCHES = ("sup", "ssl")
+# What a resumed run may change: how long it trains and where, not what its state is made of.
+RESUMABLE = frozenset({"optim.epochs", "optim.early_stopping_patience", "data.features", "device", "cuda_graph",
+                       "fuse_elementwise"})
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -521,9 +524,5 @@ class Trainer:
             raise ConfigError(f"{path}: a run resumes with the config it was trained with; changed: "
                               f"{'; '.join(changed)} (only {', '.join(sorted(RESUMABLE))} may change)")
 
-
-# What a resumed run may change: how long it trains and where, not what its state is made of.
-RESUMABLE = frozenset({"optim.epochs", "optim.early_stopping_patience", "data.features", "device", "cuda_graph",
-                       "fuse_elementwise"})
 
 __all__ = ["EpochReport", "FitResult", "METRICS", "NonFiniteLossError", "Trainer"]
