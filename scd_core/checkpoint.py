@@ -131,11 +131,14 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def check_fits(spec: ModelSpec, device: torch.device, bytes_per_parameter: int, where: str = "config") -> None:
-    """Refuse, naming the model's fields, a model whose ``bytes_per_parameter`` per parameter
-    exceed the memory free on ``device``, before anything is allocated: a mistyped
-    ``model.hidden_dim`` would otherwise fail deep in torch's allocator, or be killed by the
-    kernel's out-of-memory killer without a word. The model is counted on the meta device."""
+def check_fits(spec: ModelSpec, device: torch.device, bytes_per_parameter: int, where: str = "config",
+               batch_rows: int = 0) -> None:
+    """Refuse, naming the fields, a model whose ``bytes_per_parameter`` per parameter, plus the
+    float32 features of a batch of ``batch_rows`` rows, exceed the memory free on ``device``,
+    before anything is allocated: a mistyped ``model.hidden_dim`` or ``optim.batch_size`` would
+    otherwise fail deep in torch's allocator, or be killed by the kernel's out-of-memory killer
+    without a word. The model is counted on the meta device; the batch's activations are not
+    counted, so what is refused could never fit."""
     model = spec.config.model
     fields = (f"{where}: model.hidden_dim={model.hidden_dim}, model.out_features={model.out_features}, "
               f"model.graph={model.graph}, model.attention={model.attention}")
@@ -146,10 +149,12 @@ def check_fits(spec: ModelSpec, device: torch.device, bytes_per_parameter: int, 
         if "overflow" not in str(err):
             raise
         raise ConfigError(f"{fields} make a tensor with more elements than torch can count") from None
-    need, free = params * bytes_per_parameter, _available_bytes(torch.device(device))
-    if free is not None and need > free:
-        raise ConfigError(f"{fields} make {params:,} parameters, {need / 1e9:.1f} GB at {bytes_per_parameter} bytes "
-                          f"each, more than the {free / 1e9:.1f} GB free on {device}")
+    weights, batch = params * bytes_per_parameter, batch_rows * sum(spec.modality_dims.values()) * 4
+    free = _available_bytes(torch.device(device))
+    if free is not None and weights + batch > free:
+        also = f" and optim.batch_size={batch_rows} rows of features take {batch / 1e9:.1f} GB" if batch_rows else ""
+        raise ConfigError(f"{fields} make {params:,} parameters, {weights / 1e9:.1f} GB at {bytes_per_parameter} "
+                          f"bytes each{also}: more than the {free / 1e9:.1f} GB free on {device}")
 
 
 def write_atomic_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:

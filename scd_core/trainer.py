@@ -154,8 +154,8 @@ class Trainer:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.tasks = list(cfg.data.tasks)
         self.spec = ModelSpec(cfg, data.modality_dims, self.tasks, data.store_modalities)
-        # float32 weights, gradients and up to two optimiser moments each
-        check_fits(self.spec, self.device, 16)
+        # float32 weights, gradients and up to two optimiser moments each, and one batch of features
+        check_fits(self.spec, self.device, 16, batch_rows=cfg.optim.batch_size)
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
         self.shared = self.model.shared_parameters()

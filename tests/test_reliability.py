@@ -368,11 +368,16 @@ def test_devices_this_machine_lacks_are_named():
         resolve_device(f"cuda:{count}")
 
 
-def test_a_model_too_big_for_memory_is_refused_before_it_is_allocated(tmp_path, demo_store, capsys):
+def test_a_model_or_batch_too_big_for_memory_is_refused_before_it_is_allocated(tmp_path, demo_store, capsys):
     assert entry_point("train").main(["--output", str(tmp_path / "out"), "--no-tracking", "--features",
                                       str(demo_store), *TINY, "model.hidden_dim=1000000"]) == 2
     err = one_line_error(capsys)
     assert "model.hidden_dim=1000000, model.out_features=16" in err and "GB free on cpu" in err, err
+    # A batch's features alone past the free memory (batches repeat rows: any size can be asked for)
+    assert entry_point("train").main(["--output", str(tmp_path / "out"), "--no-tracking", "--features",
+                                      str(demo_store), *TINY, "optim.batch_size=100000000"]) == 2
+    assert "optim.batch_size=100000000 rows of features take 2252.8 GB" in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
 
 
 def test_promote_never_exports_over_a_folder_of_other_files(tmp_path):
