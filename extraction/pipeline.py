@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 from extraction.config import ExtractionConfig, StageResources
 from extraction.manifest import read_sources
 from extraction.stages import STAGE_CLASSES, from_bytes
-from scd_core.features import FeatureStoreWriter, ModalityInfo
+from scd_core.features import FeatureStoreError, FeatureStoreWriter, Manifest, ModalityInfo
+from scd_core.features.schema import MANIFEST
 from scd_core.tasks import LABEL_COLUMNS, MODALITIES
 
 PARTS = "_parts"
@@ -234,10 +235,29 @@ def map_stage(ds, stage_class: type, args: tuple, res: StageResources):
                           num_gpus=res.num_gpus)
 
 
+def check_output(cfg: ExtractionConfig) -> None:
+    """Refuse, before any work, an output that holds a feature store this extraction cannot add
+    to: one it did not write (synthetic corpora, a copy: no ``_parts``) or one of other
+    modalities. Writing it would fail only at the end, after every sample was extracted."""
+    output = Path(cfg.output)
+    if output.exists() and not output.is_dir():
+        raise FeatureStoreError(f"output {output}: a file, not a folder for the feature store")
+    if not (output / MANIFEST).exists():
+        return
+    manifest = Manifest.read(output)
+    if not (output / PARTS).is_dir():
+        raise FeatureStoreError(f"output {output}: holds a feature store that no extraction wrote there "
+                                f"({manifest.source or 'no source recorded'}); extract into a new output")
+    if set(manifest.modalities) != set(cfg.modalities):
+        raise FeatureStoreError(f"output {output}: its store has modalities {sorted(manifest.modalities)}, this "
+                                f"extraction writes {sorted(cfg.modalities)}; extract into a new output")
+
+
 def run_extraction(cfg: ExtractionConfig, progress: bool = True) -> Summary:
     """Extract every source of ``cfg`` into ``cfg.output``; see the module docstring."""
     import ray
 
+    check_output(cfg)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     rows = read_sources(cfg)

@@ -26,7 +26,7 @@ from tabulate import tabulate  # noqa: E402
 from extraction.config import load_extraction_config  # noqa: E402
 from extraction.manifest import ManifestError, read_sources  # noqa: E402
 from extraction.models import ModelsMissing, check_models  # noqa: E402
-from extraction.pipeline import ERRORS, run_extraction  # noqa: E402
+from extraction.pipeline import ERRORS, check_output, run_extraction  # noqa: E402
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained  # noqa: E402
 
 
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_extraction_config(args.config, args.overrides)
+    check_output(cfg)
     if not args.skip_model_check:
         check_models(cfg, args.config, args.overrides, read_sources(cfg))
     start_ray(args.address)

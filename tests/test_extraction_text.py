@@ -113,3 +113,30 @@ def test_sample_id_templates_name_columns_only(tmp_path):
             load(template)
     with pytest.raises(ManifestError, match=r"clips.csv: row 2: sample_id template '\{clip:d\}': Unknown format code"):
         read_sources(load("{clip:d}"))
+
+
+def test_an_output_holding_another_store_is_refused_before_any_work(tmp_path):
+    """Extracting into a store of other features used to run every sample, then fail when the store
+    was written (its manifest differs), leaving its parts in that store's folder."""
+    from extraction.pipeline import PARTS, check_output
+    from scd_core.features import FeatureStoreError
+    from scd_core.synthetic import generate
+
+    other = generate(tmp_path / "synthetic", "demo", 0, dims={"video": 4, "audio": 4, "text": 4, "behavior": 4})
+    (tmp_path / "clips.csv").write_text("clip,text\na1,hello there\n")
+    path = tmp_path / "extract.yaml"
+    path.write_text(f"output: {other}\ndata_root: {tmp_path}\nmodalities: [text]\nsources:\n  - corpus: unlabelled\n"
+                    "    split: test\n    manifest: clips.csv\n    columns: {sample_id: '{clip}', transcript: text}\n")
+    cfg = load_extraction_config(path)
+    with pytest.raises(FeatureStoreError, match=r"synthetic: holds a feature store that no extraction wrote there "
+                                                r"\(scd_core.synthetic --preset demo --seed 0\)"):
+        run_extraction(cfg, progress=False)
+    assert not (other / PARTS).exists()
+    (other / PARTS).mkdir()  # as if an extraction of all four modalities had written it
+    with pytest.raises(FeatureStoreError, match=r"its store has modalities \['audio', 'behavior', 'text', 'video'\], "
+                                                r"this extraction writes \['text'\]"):
+        check_output(cfg)
+    file = tmp_path / "notes.txt"
+    file.write_text("")
+    with pytest.raises(FeatureStoreError, match="a file, not a folder"):
+        check_output(load_extraction_config(path, [f"output={file}"]))
