@@ -131,24 +131,33 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
+def build_on_meta(spec: ModelSpec, where: str = "config") -> nn.Module:
+    """The model of ``spec`` on torch's meta device: its shapes and parameter counts, nothing
+    allocated. ConfigError, naming the size fields, for sizes past what torch can count."""
+    try:
+        with torch.device("meta"):
+            return build_model(spec)
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        model = spec.config.model
+        raise ConfigError(f"{where}: model.hidden_dim={model.hidden_dim}, model.out_features={model.out_features}, "
+                          f"model.graph={model.graph}, model.attention={model.attention} make a tensor with more "
+                          f"elements than torch can count") from None
+
+
 def check_fits(spec: ModelSpec, device: torch.device, bytes_per_parameter: int, where: str = "config",
                batch_rows: int = 0) -> None:
     """Refuse, naming the fields, a model whose ``bytes_per_parameter`` per parameter, plus the
     float32 features of a batch of ``batch_rows`` rows, exceed the memory free on ``device``,
     before anything is allocated: a mistyped ``model.hidden_dim`` or ``optim.batch_size`` would
     otherwise fail deep in torch's allocator, or be killed by the kernel's out-of-memory killer
-    without a word. The model is counted on the meta device; the batch's activations are not
-    counted, so what is refused could never fit."""
+    without a word. The model is counted on the meta device (:func:`build_on_meta`); the batch's
+    activations are not counted, so what is refused could never fit."""
     model = spec.config.model
     fields = (f"{where}: model.hidden_dim={model.hidden_dim}, model.out_features={model.out_features}, "
               f"model.graph={model.graph}, model.attention={model.attention}")
-    try:
-        with torch.device("meta"):
-            params = sum(p.numel() for p in build_model(spec).parameters())
-    except RuntimeError as err:
-        if "overflow" not in str(err):
-            raise
-        raise ConfigError(f"{fields} make a tensor with more elements than torch can count") from None
+    params = sum(p.numel() for p in build_on_meta(spec, where).parameters())
     weights, batch = params * bytes_per_parameter, batch_rows * sum(spec.modality_dims.values()) * 4
     free = _available_bytes(torch.device(device))
     if free is not None and weights + batch > free:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
+from scd_core.checkpoint import ModelSpec, build_on_meta
 from scd_core.config import ConfigError, load_config
 from scd_core.model import NAMED_MODELS, named_model
-from scd_core.model.mcdm import MCDM, count_parameters, model_name, size_mb
+from scd_core.model.mcdm import count_parameters, model_name, size_mb
 from scd_core.tasks import PAPER_FEATURE_DIMS
 
 
@@ -36,19 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [f"model.{k}={v}" for k, v in named_model(args.named).items()] + overrides
     try:
         cfg = load_config(args.config, overrides)
+        dims = {m: PAPER_FEATURE_DIMS[m] for m in cfg.data.modalities}
+        # counted, never allocated: any size can be described
+        model = build_on_meta(ModelSpec(cfg, dims, list(cfg.data.tasks)))
     except ConfigError as err:
         print(err, file=sys.stderr)
-        return 2
-
-    dims = {m: PAPER_FEATURE_DIMS[m] for m in cfg.data.modalities}
-    try:
-        with torch.device("meta"):  # counted, never allocated: any size can be described
-            model = MCDM.from_config(cfg.model, dims, cfg.data.tasks)
-    except RuntimeError as err:
-        if "overflow" not in str(err):
-            raise
-        print(f"model.hidden_dim={cfg.model.hidden_dim}, model.out_features={cfg.model.out_features}: a tensor with "
-              f"more elements than torch can count", file=sys.stderr)
         return 2
     m = cfg.model
     print(f"model: {model_name(m.graph, m.attention) or 'custom'} (graph={m.graph}, attention={m.attention}, "
