@@ -189,6 +189,9 @@ class SSLConfig(_Section):
     emo_target: Literal["distribution", "argmax"] = Field(
         "distribution", description="supervised EMO target: the label distribution (paper) or its argmax "
                                     "(the authors' code)")
+    logit_adjustment: float = Field(
+        0.0, ge=0.0, le=2.0, description="EMO/AH supervised CE on z + tau * log(prior) (Menon et al. 2021), so that "
+                                         "the logits rank classes for balanced error; tau, 0 = the paper")
     # Options beyond the paper (scd_core.pseudo_labels); each default is the paper's behaviour.
     warmup_epochs: int = Field(0, ge=0, description="no pseudo-label loss before this epoch")
     teacher: Literal["self", "ema"] = Field(

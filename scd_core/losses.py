@@ -51,12 +51,19 @@ def masked_mean(values: Tensor, mask: Tensor) -> Component:
     return Component(total / count.clamp_min(1), count > 0)
 
 
+def logit_offsets(priors: Mapping[str, Tensor], tau: float) -> dict[str, Tensor]:
+    """``{task: tau * log(prior)}`` [C] per classified task, the prior floored at 1e-6 (a class
+    absent from training gets a large finite offset, not -inf)."""
+    return {task: tau * torch.log(prior.clamp_min(_EPS)) for task, prior in priors.items()}
+
+
 def masked_supervised_losses(
     outputs: Mapping[str, Tensor],
     labels: Mapping[str, Tensor],
     label_mask: Mapping[str, Tensor],
     emo_target: EmoTarget = "distribution",
     valid: Tensor | None = None,
+    logit_offsets: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Component]:
     """Per task, on its labelled rows: EMO CE (soft target), PT MAE, AH CE; every task present
     in the dict, its ``present`` flag on the device.
@@ -65,11 +72,18 @@ def masked_supervised_losses(
     ``emo_target="distribution"`` follows the paper/DESIGN.md (CE against the normalised
     label distribution); ``"argmax"`` follows the authors' public code (CE on the argmax
     of the 7-class distribution).
+    ``logit_offsets`` {task: [C]}: the logit-adjusted loss of Menon et al. (ICLR 2021), the
+    CE of ``softmax(z + o)`` with ``o = tau * log(prior)`` (:func:`logit_offsets`). Training
+    ``z + o`` to fit the labels leaves ``z`` fitting them with the class prior divided out, so
+    the model's own logits (all that inference and pseudo-labels see) favour no class for being
+    frequent in training.
     """
     losses = {}
     for task, out in outputs.items():
         rows = label_mask[task] if valid is None else label_mask[task] & valid
         target = labels[task]  # zeros on unlabelled rows (CorpusTensors): finite everywhere
+        if logit_offsets is not None and task in logit_offsets:
+            out = out + logit_offsets[task]
         if task == "emo":
             per_row = (soft_cross_entropy(out, target, reduction="none") if emo_target == "distribution"
                        else F.cross_entropy(out, target.argmax(dim=1), reduction="none"))
@@ -86,11 +100,12 @@ def supervised_losses(
     labels: Mapping[str, Tensor],
     label_mask: Mapping[str, Tensor],
     emo_target: EmoTarget = "distribution",
+    logit_offsets: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """:func:`masked_supervised_losses` of the present tasks only (reads the flags on the host)."""
-    masked = masked_supervised_losses(outputs, labels, label_mask, emo_target)
+    masked = masked_supervised_losses(outputs, labels, label_mask, emo_target, logit_offsets=logit_offsets)
     return {t: c.loss for t, c in masked.items() if bool(c.present)}
 
 
-__all__ = ["Component", "EmoTarget", "masked_mean", "masked_supervised_losses", "soft_cross_entropy",
+__all__ = ["Component", "EmoTarget", "logit_offsets", "masked_mean", "masked_supervised_losses", "soft_cross_entropy",
            "supervised_losses"]

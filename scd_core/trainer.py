@@ -39,10 +39,10 @@ from scd_core.data import TrainingData
 from scd_core.evaluation import METRICS, dev_score, evaluate
 from scd_core.features import CorpusTensors
 from scd_core.gradnorm import GradNorm
-from scd_core.losses import Component, masked_supervised_losses
+from scd_core.losses import Component, logit_offsets, masked_supervised_losses
 from scd_core.model import SharedState
 from scd_core.optim import build_optimizer, build_scheduler, steps_per_batch
-from scd_core.pseudo_labels import EMATeacher, PseudoLabeler
+from scd_core.pseudo_labels import CLASSES, EMATeacher, PseudoLabeler, label_prior
 from scd_core.static_step import Fused, StaticStep
 
 BRANCHES = ("sup", "ssl")
@@ -178,6 +178,8 @@ class Trainer:
         self._losses = Fused(self._losses_step, enabled=fuse)
         self._record = Fused(self._record_step, enabled=fuse)
         self._static: tuple[bool, StaticStep] | None = None  # (ssl_active, its step)
+        self._logit_offsets = (logit_offsets({t: label_prior(data.train, t) for t in self.tasks if t in CLASSES},
+                                             ssl.logit_adjustment) if ssl.logit_adjustment > 0 else None)
         uses_ssl = ssl.enabled and self.gradnorm["ssl"] is not None
         self.pseudo_labeler = PseudoLabeler(ssl, self.tasks, data.train) if uses_ssl else None
         self.teacher = EMATeacher(self.model, ssl.ema_decay) if uses_ssl and ssl.teacher == "ema" else None
@@ -260,7 +262,8 @@ class Trainer:
         """The step's loss components: supervised, and pseudo-label ones from ``targets`` (with
         the pseudo-label state's updates). About 120 tiny ops and their backward, which
         ``fuse_elementwise`` compiles into a few kernels."""
-        components = {"sup": masked_supervised_losses(outputs, labels, label_mask, self.cfg.ssl.emo_target, valid)}
+        components = {"sup": masked_supervised_losses(outputs, labels, label_mask, self.cfg.ssl.emo_target, valid,
+                                                         self._logit_offsets)}
         if targets is not None:
             components["ssl"] = self.pseudo_labeler.masked_losses(outputs, targets, label_mask, rows, valid)
         return components

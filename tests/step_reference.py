@@ -80,6 +80,8 @@ class ReferenceStep:
                        if ssl.class_balance == "flexmatch" else {})
         self.prior = {t: label_prior(train, t) for t in classified} if ssl.class_balance == "align" else {}
         self.running = {t: p.clone() for t, p in self.prior.items()}
+        tau = ssl.logit_adjustment
+        self.offsets = {t: tau * torch.log(label_prior(train, t).clamp_min(_EPS)) for t in classified} if tau else {}
         self.counts = {t: {"accepted": 0, "candidates": 0} for t in self.tasks}
 
     def weights(self, branch):
@@ -95,6 +97,8 @@ class ReferenceStep:
             if not rows.any():
                 continue
             pred, target = out[t][rows], batch.labels[t][rows]
+            if t in self.offsets:
+                pred = pred + self.offsets[t]
             if t == "emo":
                 losses[t] = (soft_cross_entropy(pred, target) if self.cfg.ssl.emo_target == "distribution"
                              else F.cross_entropy(pred, target.argmax(dim=1)))

@@ -33,6 +33,7 @@ VARIANTS = {
                                    "data.modality_dropout=0.3", "ssl.tau_emo=0.3", "ssl.tau_pt=0.55"],
     "align_argmax_target": ["ssl.class_balance=align", "ssl.emo_target=argmax", "ssl.tau_emo=0.3"],
     "no_pseudo_labels": ["ssl.enabled=false"],
+    "logit_adjusted": ["ssl.logit_adjustment=1.0"],
 }
 
 
