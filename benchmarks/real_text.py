@@ -3,7 +3,7 @@ cross-corpus semi-supervised multitask learning pay off, and with which settings
 
     python benchmarks/real_text.py --data ../shared/data/real_text [--out benchmarks/results]
         [--work DIR] [--seeds 3] [--trials 32] [--single-trials 10] [--epochs 30]
-        [--selected FILE] [--quick]
+        [--selected FILE] [--ablate KEY=VALUE ...] [--quick]
 
 1. Features. ``configs/extract_real_text.yaml`` through ``extraction.pipeline.run_extraction``:
    transcripts (``text``) and Qwen2.5-VL behaviour descriptions (``behavior``) of every row,
@@ -27,7 +27,9 @@ cross-corpus semi-supervised multitask learning pay off, and with which settings
         ``data.tasks=[t]``, ``ssl.enabled=false``, the benchmark's model (``MODEL``);
    (c)  multitask SSL with the paper's protocol: all corpora, all tasks, SSL defaults;
    (a*) single-task, each task with the configuration its sweep selected;
-   (c*) multitask SSL with the configuration the sweep selected.
+   (c*) multitask SSL with the configuration the sweep selected;
+   (c*) with KEY=VALUE, per ``--ablate KEY=VALUE``: c*'s config with that one value changed,
+        and the difference c* minus it (what the selected value contributes).
 
    Every run has ``--epochs`` (default 30) with early-stopping patience 8, one torch thread.
 4. Test. Each run's ``best`` checkpoint on the held-out test splits (MELD: its dev, never
@@ -75,7 +77,8 @@ keep_local_ray_on_loopback()  # before anything imports ray
 from dashboards.sweep_outputs import SWEEP_OUTPUTS  # noqa: E402
 from scd_core.baselines import trivial_baselines  # noqa: E402
 from scd_core.checkpoint import load_model, load_spec  # noqa: E402
-from scd_core.config import ExperimentConfig, build_config, flatten, load_config, with_overrides  # noqa: E402
+from scd_core.config import (ConfigError, ExperimentConfig, build_config, flatten, load_config,  # noqa: E402
+                             with_overrides)
 from scd_core.data import load_eval_splits, load_training_data  # noqa: E402
 from scd_core.evaluation import metric_inputs, predict, selection_metrics  # noqa: E402
 from scd_core.features import Manifest, load_split  # noqa: E402
@@ -219,10 +222,13 @@ def selected_trial(tracking, sweep: str, work: Path) -> dict[str, Any]:
 
 
 def run_config(setting: str, task: str | None, model: dict[str, Any], epochs: int, seed: int,
-               selected: dict[str, Any]) -> ExperimentConfig:
-    """The experiment config of one training run (see the module docstring)."""
+               selected: dict[str, Any], ablations: dict[str, dict[str, Any]] | None = None) -> ExperimentConfig:
+    """The experiment config of one training run (see the module docstring); ``ablations`` maps
+    each ablation's setting to the values it changes in c*'s config."""
     common = {"seed": seed, "device": "cpu", "optim.epochs": epochs,
               "optim.early_stopping_patience": model["optim.early_stopping_patience"]}
+    if setting in (ablations or {}):
+        return with_overrides(build_config(selected["c*"]["config"]), {**ablations[setting], **common})
     if setting in ("a*", "c*"):
         chosen = selected["c*" if setting == "c*" else f"a*-{task}"]["config"]
         return with_overrides(build_config(chosen), common)
@@ -306,15 +312,17 @@ def setting_inputs(runs: dict[str, list[dict[str, tuple]]], setting: str) -> dic
     return out
 
 
-def score_settings(inputs: dict[str, dict[str, tuple]], n_resamples: int, seed: int) -> dict[str, dict]:
-    return {SETTINGS[s]: {f"{c}_{name}": seed_row_bootstrap(fn, target, preds, None, n_resamples, seed)
+def score_settings(inputs: dict[str, dict[str, tuple]], labels: dict[str, str], n_resamples: int,
+                   seed: int) -> dict[str, dict]:
+    return {labels[s]: {f"{c}_{name}": seed_row_bootstrap(fn, target, preds, None, n_resamples, seed)
                           for c, (fns, target, preds) in per_corpus.items() for name, fn in fns.items()}
             for s, per_corpus in inputs.items()}
 
 
-def differences(inputs: dict[str, dict[str, tuple]], n_resamples: int, seed: int) -> dict[str, dict]:
+def differences(inputs: dict[str, dict[str, tuple]], pairs: Sequence[tuple[str, str]], n_resamples: int,
+                seed: int) -> dict[str, dict]:
     out = {}
-    for second, first in DIFFERENCES:
+    for second, first in pairs:
         a, b = inputs[first], inputs[second]
         out[f"{second} - {first}"] = {
             f"{c}_{name}": seed_row_bootstrap(fn, a[c][1], b[c][2], a[c][2], n_resamples, seed)
@@ -396,13 +404,17 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> tuple[Path, Pa
     json_path.write_text(json.dumps(report, indent=1, default=float) + "\n")
     r = report
     w = r["wall_seconds"]
+    extracted = r["extraction"]
+    # A rerun with the same --work finds every row written: the extraction's own cost is not in this run.
+    reused = (f", a store written before: its text stage took {sum(extracted['seconds_per_stage'].values()):.0f} s"
+              if extracted["skipped"] and extracted["skipped"] == sum(extracted["rows"].values()) else "")
     lines = [
         "# Real-data benchmark: does cross-corpus SSL pay off? Text + behaviour descriptions (MiniLM)",
         "",
         f"Command: `{r['command']}`  ",
         f"Date: {r['date']}  ",
         f"Machine: {r['machine']}  ",
-        f"Wall time: {w['total']:.0f} s in all (extraction {w['extraction']:.0f} s, search {w['search']:.0f} s, "
+        f"Wall time: {w['total']:.0f} s in all (extraction {w['extraction']:.0f} s{reused}, search {w['search']:.0f} s, "
         f"trainings {w['training']:.0f} s, tests {w['testing']:.0f} s)",
         "",
         f"Test-set metrics in %: the mean over {r['seeds']} training seeds ± their standard deviation, and a 95% "
@@ -446,6 +458,8 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> tuple[Path, Pa
         "branches, pseudo-labels from the same forward pass).",
         "- (a*) and (c*): the configs in `real_text_selected.yaml` (the selected trials' whole configs), trained "
         f"with `optim.epochs={r['epochs']}` and patience {r['model']['optim.early_stopping_patience']} like (a) and (c).",
+        *(f"- (c*) with `{', '.join(f'{k}={v}' for k, v in o.items())}`: c*'s config with that value changed "
+          "(`--ablate`), trained the same way." for o in r.get("ablations", {}).values()),
         "",
         "## Training runs",
         "",
@@ -498,15 +512,16 @@ def discuss(report: dict[str, Any]) -> list[str]:
     """Number-driven remarks (so they stay true for whatever run wrote the report), then caveats."""
     t, d, runs, sizes = report["table"], report["differences"], report["runs"], report["sizes"]
     base = t[BASELINE]
+    settings = [row for row in t if row != BASELINE]
     notes = []
     beats = []
     for c, m, h in COLUMNS:
         key = f"{c}_{m}"
-        better = [s for s in SETTINGS.values() if key in t[s] and key in base and t[s][key]["low"] > base[key]["high"]]
-        worse = [s for s in SETTINGS.values() if key in t[s] and key in base and t[s][key]["high"] < base[key]["low"]]
+        better = [s for s in settings if key in t[s] and key in base and t[s][key]["low"] > base[key]["high"]]
+        worse = [s for s in settings if key in t[s] and key in base and t[s][key]["high"] < base[key]["low"]]
         beats.append(f"{h} {len(better)} above / {len(worse)} below")
     notes.append(f"- Against the trivial baselines (settings whose whole 95% interval lies above / below the "
-                 f"baseline's, of {len(SETTINGS)}): " + "; ".join(beats) + ".")
+                 f"baseline's, of {len(settings)}): " + "; ".join(beats) + ".")
     for key in d:
         up = [h for c, m, h in COLUMNS if f"{c}_{m}" in d[key] and d[key][f"{c}_{m}"]["low"] > 0]
         down = [h for c, m, h in COLUMNS if f"{c}_{m}" in d[key] and d[key][f"{c}_{m}"]["high"] < 0]
@@ -531,12 +546,14 @@ def discuss(report: dict[str, Any]) -> list[str]:
         if emo and max(emo.values()) > 0.9:
             collapsed[name] = max(emo, key=emo.get)
     if collapsed:
-        notes.append("- Why the multitask models miss on MELD, as far as these numbers say: their accepted EMO "
-                     "pseudo-labels on the other corpora's rows collapse onto one class (" +
+        chosen = report["selected"]["c*"]["config"]["ssl"]
+        notes.append("- Why the multitask models stay low on MELD, as far as these numbers say: the EMO pseudo-labels "
+                     "they accept on the other corpora's rows collapse onto one class (" +
                      ", ".join(f"{n}: {c}" for n, c in collapsed.items()) + "), so the pseudo-label branch "
-                     "teaches the shared trunk that every unlabelled clip shows that emotion. In-domain selection "
-                     "cannot see it: MOSEI's dev rows are labelled, and the class-balancing options of the space "
-                     "(FlexMatch thresholds, distribution alignment) were not preferred on the dev score.")
+                     "teaches the shared trunk that every clip it accepts shows that emotion. In-domain selection "
+                     "cannot see it, since MOSEI's dev rows are labelled. The selected c* has "
+                     f"`ssl.class_balance={chosen['class_balance']}` (pseudo-label class balancing) and "
+                     f"`ssl.logit_adjustment={chosen.get('logit_adjustment', 0.0)}` (supervised loss).")
     for name, info in first_seed.items():
         if info["ssl"] and len(info["tasks"]) == 3:
             w = info["task_weights_at_best"]
@@ -596,6 +613,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for training (default 1: batches of 32 gain little from more, and one "
                              "thread keeps timings steady on a shared 2-core CPU)")
+    parser.add_argument("--ablate", action="append", default=[], metavar="KEY=VALUE",
+                        help="also train c* with KEY=VALUE (e.g. ssl.logit_adjustment=0.0) and report c* minus it: "
+                             "what the selected value contributes; repeat for more, each its own setting")
     parser.add_argument("--quick", action="store_true", help="tiny subset, model and sweeps (a smoke run for the test)")
     args = parser.parse_args(argv)
     command = "python benchmarks/real_text.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
@@ -603,6 +623,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--data {args.data}: not a folder")
     if args.selected is not None and not args.selected.is_file():
         parser.error(f"--selected {args.selected}: no such file")
+    try:
+        args.ablations = ablation_settings(args.ablate)
+    except ConfigError as err:
+        parser.error(str(err))
     args.seeds = args.seeds or (2 if args.quick else 3)
     args.trials = args.trials or (2 if args.quick else None)
     args.single_trials = args.single_trials or (2 if args.quick else 10)
@@ -612,6 +636,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run(args, command)
     finally:
         torch.set_num_threads(threads)  # main() may run inside another process (the test)
+
+
+def ablation_settings(ablate: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--ablate KEY=VALUE`` flags -> {setting: {key: value}}, each checked on the default config
+    (an unknown field or a value out of its range is refused before any work)."""
+    settings = {}
+    for item in ablate:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--ablate {item!r}: expected KEY=VALUE, e.g. ssl.logit_adjustment=0.0")
+        override = {key: yaml.safe_load(raw)}
+        with_overrides(ExperimentConfig(), override)
+        settings[f"c*[{key}={raw}]"] = override
+    return settings
+
+
+def ablation_label(setting: str) -> str:
+    """``c*[KEY=VALUE]`` -> ``(c*) with KEY=VALUE``, the ablation's row in the tables."""
+    return f"(c*) with {setting.removeprefix('c*[').removesuffix(']')}"
 
 
 def chosen_values(sweep: dict[str, Any]) -> dict[str, Any]:
@@ -657,14 +700,16 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "# Configurations selected on the dev splits by benchmarks/real_text.py's sweeps (reuse: --selected)\n"
             + yaml.safe_dump(selected, sort_keys=False))
 
+    labels = {**SETTINGS, **{s: ablation_label(s) for s in args.ablations}}
+    pairs = [*DIFFERENCES, *(("c*", s) for s in args.ablations)]
     runs: dict[str, dict[str, Any]] = {}
-    inputs: dict[str, list[dict[str, tuple]]] = {s: [] for s in SETTINGS}
+    inputs: dict[str, list[dict[str, tuple]]] = {s: [] for s in labels}
     for seed in range(args.seed, args.seed + args.seeds):
-        for setting in SETTINGS:
+        for setting in labels:
             per_seed: dict[str, tuple] = {}
             for task in ([None] if setting.startswith("c") else list(TASK_CORPUS)):
                 name = f"{setting}-{task or 'multitask'}-s{seed}"
-                cfg = run_config(setting, task, model, epochs, seed, selected)
+                cfg = run_config(setting, task, model, epochs, seed, selected, args.ablations)
                 info, run_inputs = train_and_test(cfg, store, work / "runs" / name)
                 runs[name] = info
                 per_seed.update(run_inputs)
@@ -674,10 +719,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     training_seconds = sum(i["seconds"] for i in runs.values())
 
     test_tic = time.perf_counter()
-    by_setting = {s: setting_inputs(inputs, s) for s in SETTINGS}
+    by_setting = {s: setting_inputs(inputs, s) for s in labels}
     base, what = trivial_baselines(store, MODALITIES, {"mosei": "test", "fiv2": "test", "bah": "test", "meld": "dev"},
                                    n_resamples, args.seed)
-    table_rows = {BASELINE: base, **score_settings(by_setting, n_resamples, args.seed)}
+    table_rows = {BASELINE: base, **score_settings(by_setting, labels, n_resamples, args.seed)}
     report = {
         "command": command,
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -696,7 +741,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "selected": selected,
         "table": table_rows,
         "columns": [f"{c}_{m}" for c, m, _ in COLUMNS],
-        "differences": differences(by_setting, n_resamples, args.seed),
+        "ablations": args.ablations,
+        "differences": differences(by_setting, pairs, n_resamples, args.seed),
         "baselines": {k: v for k, v in what.items() if isinstance(v, str)},
         "mosei_train_neutral_argmax": what.get("mosei_train_neutral_argmax"),
         "runs": runs,

@@ -43,7 +43,7 @@ from scd_core.features import Manifest
 from scd_core.data import load_eval_splits
 from tuning.leaderboard import build_leaderboard, find_sweep, varied_parameters
 from tuning.spaces import VARIANT, SearchSpace, SpaceError
-from tuning.tracking import CHECKPOINT_ARTIFACT, CHILD, PARENT, Tracking, TrackingUnavailable, sweep_runs
+from tuning.tracking import CHECKPOINT_ARTIFACT, CHILD, Tracking, TrackingUnavailable, sweep_parent, sweep_runs
 
 SPACE_ARTIFACT = "space.yaml"
 
@@ -265,15 +265,15 @@ def write_report(tables: dict[str, Table], figures: dict[str, Any], notes: list[
 
 def publish_report(tracking: Tracking, sweep: str, space: SearchSpace, features: str | Path, top_k: int = 3) -> None:
     """Build the report and store it with the sweep's parent run (``report/``)."""
-    parent = sweep_runs(tracking, sweep, PARENT)
-    if not parent:
+    parent = sweep_parent(tracking, sweep)
+    if parent is None:
         raise LookupError(f"no parent run for sweep {sweep!r} in {tracking.uri}")
     client = tracking.client()
     tables, figures, notes = build_report(tracking, sweep, space, features, top_k)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SPACE_ARTIFACT).write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
         write_report(tables, figures, notes, Path(tmp) / "report")
-        client.log_artifacts(parent[0].info.run_id, tmp)
+        client.log_artifacts(parent.info.run_id, tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
     tracking = Tracking.resolve(args.tracking_uri)
     tracking.check_reachable()
     sweep = find_sweep(tracking, args.sweep)
-    parent = sweep_runs(tracking, sweep, PARENT)[0]
+    parent = sweep_parent(tracking, sweep)
     client = tracking.client()
     with tempfile.TemporaryDirectory() as tmp:
         space = SearchSpace.from_dict(yaml.safe_load(Path(client.download_artifacts(

@@ -51,9 +51,11 @@ def test_seed_row_bootstrap_matches_a_naive_loop():
 def test_quick_run_searches_trains_over_seeds_and_reports_every_setting(tmp_path):
     bench = load_benchmark()
     out = tmp_path / "results"
-    report = bench.main(["--data", str(REAL_TEXT), "--out", str(out), "--work", str(tmp_path / "work"), "--quick"])
+    report = bench.main(["--data", str(REAL_TEXT), "--out", str(out), "--work", str(tmp_path / "work"), "--quick",
+                         "--ablate", "ssl.logit_adjustment=1.0"])
 
-    rows = [bench.BASELINE, *bench.SETTINGS.values()]
+    ablated = "(c*) with ssl.logit_adjustment=1.0"
+    rows = [bench.BASELINE, *bench.SETTINGS.values(), ablated]
     columns = [f"{c}_{m}" for c, m, _ in bench.COLUMNS]
     saved = json.loads((out / "real_text_quick.json").read_text())
     assert list(saved["table"]) == rows
@@ -64,7 +66,9 @@ def test_quick_run_searches_trains_over_seeds_and_reports_every_setting(tmp_path
             assert cell["low"] - 1e-9 <= cell["value"] <= cell["high"] + 1e-9 or row != bench.BASELINE
     assert saved["table"] == json.loads(json.dumps(report["table"], default=float))
     assert saved["table"][bench.SETTINGS["c*"]]["meld_mf1"]["seeds"] == 2
-    assert set(saved["differences"]) == {f"{a} - {b}" for a, b in bench.DIFFERENCES}
+    assert set(saved["differences"]) == {f"{a} - {b}" for a, b in bench.DIFFERENCES} | {
+        "c* - c*[ssl.logit_adjustment=1.0]"}
+    assert saved["ablations"] == {"c*[ssl.logit_adjustment=1.0]": {"ssl.logit_adjustment": 1.0}}
 
     # The project's sweeps ran: one multitask, one per single task, each selecting a config.
     assert set(saved["search"]) == {"c*", "a*-emo", "a*-pt", "a*-ah"}
@@ -73,16 +77,26 @@ def test_quick_run_searches_trains_over_seeds_and_reports_every_setting(tmp_path
     selected = yaml.safe_load((out / "real_text_quick_selected.yaml").read_text())
     assert selected["a*-pt"]["config"]["data"]["tasks"] == ["pt"]
     assert selected["c*"]["config"]["data"]["tasks"] == ["emo", "pt", "ah"]
-    # Two seeds of four settings: 3 + 1 + 3 + 1 runs each.
-    assert len(saved["runs"]) == 16 and {i["seed"] for i in saved["runs"].values()} == {0, 1}
+    # Two seeds of five settings: 3 + 1 + 3 + 1 + 1 runs each.
+    assert len(saved["runs"]) == 18 and {i["seed"] for i in saved["runs"].values()} == {0, 1}
+    assert saved["runs"]["c*[ssl.logit_adjustment=1.0]-multitask-s1"]["tasks"] == ["emo", "pt", "ah"]
     assert saved["runs"]["c*-multitask-s1"]["tasks"] == ["emo", "pt", "ah"]
     assert saved["command"].startswith("python benchmarks/real_text.py --data ")
 
     md = (out / "real_text_quick.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Setting |"))
     assert [h.strip() for h in header.strip("|").split("|")][1:] == [h for _, _, h in bench.COLUMNS]
-    for row in bench.SETTINGS.values():
+    for row in [*bench.SETTINGS.values(), ablated]:
         line = next(line for line in md.splitlines() if line.startswith(f"| {row} |"))
         assert line.count("[") == len(columns) and line.count("±") == len(columns)
     assert "## Verdict" in md and "## What was searched" in md and "trial-epochs" in md
 
+
+
+@pytest.mark.parametrize("flag", ["ssl.logit_adjustment=9", "no_such.field=1", "ssl"])
+def test_an_ablation_that_is_no_config_value_is_refused_before_any_work(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark().main(["--data", str(tmp_path), "--work", str(tmp_path / "work"), "--ablate", flag])
+    assert exit_info.value.code == 2
+    assert flag.split("=")[0].split(".")[-1] in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

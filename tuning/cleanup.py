@@ -24,8 +24,8 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 
 from scd_core.cli import USER_ERRORS, add_debug_flag, explained
 from scd_core.config import ConfigError
-from tuning.tracking import (CHECKPOINT_ARTIFACT, CHECKPOINT_REMOVED_TAG, CHILD, PARENT, RAY_STORAGE_TAG, Tracking,
-                             TrackingUnavailable, sweep_runs, tracking_home)
+from tuning.tracking import (CHECKPOINT_ARTIFACT, CHECKPOINT_REMOVED_TAG, CHILD, RAY_STORAGE_TAG, Tracking,
+                             TrackingUnavailable, sweep_parent, sweep_runs, tracking_home)
 
 @dataclass
 class CleanupPlan:
@@ -69,15 +69,15 @@ def _check_ray_folder(folder: Path) -> None:
 def plan_cleanup(tracking: Tracking, sweep: str, storage_path: str | Path | None = None) -> CleanupPlan:
     """What cleaning ``sweep`` would remove. Its Ray folder is the one its run recorded, else
     ``storage_path/sweep``, else the default ``ray_results/sweep``."""
-    parent = sweep_runs(tracking, sweep, PARENT, max_results=1)
-    if not parent:
+    parent = sweep_parent(tracking, sweep)
+    if parent is None:
         raise LookupError(f"no sweep {sweep!r} in {tracking.uri} (experiment {tracking.experiment})")
-    recorded = parent[0].data.tags.get(RAY_STORAGE_TAG)
+    recorded = parent.data.tags.get(RAY_STORAGE_TAG)
     folder = Path(storage_path, sweep) if storage_path else Path(recorded) if recorded else \
         tracking_home() / "ray_results" / sweep
     _check_ray_folder(folder)
     plan = CleanupPlan(sweep, folder if folder.exists() else None, _folder_bytes(folder) if folder.exists() else 0,
-                       running=parent[0].info.status == "RUNNING")
+                       running=parent.info.status == "RUNNING")
     client = tracking.client()
     for run in sweep_runs(tracking, sweep, CHILD):
         run_id = run.info.run_id

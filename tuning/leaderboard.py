@@ -27,7 +27,7 @@ from scd_core.config import ConfigError
 from scd_core.tables import Table
 from scd_core.evaluation import REPORTED_METRICS, selection_metrics
 from scd_core.metrics import mean_rank
-from tuning.tracking import CHILD, PARENT, Tracking, sweep_filter, sweep_runs
+from tuning.tracking import CHILD, PARENT, Tracking, sweep_filter, sweep_parent, sweep_runs
 
 
 SORT_KEYS = ("mean_rank", "dev_score", *REPORTED_METRICS)  # what a leaderboard can be sorted --by
@@ -52,7 +52,7 @@ def find_sweep(tracking: Tracking, sweep: str | None) -> str:
     store's most recent sweeps."""
     if sweep is None:
         return latest_sweep(tracking)
-    if not sweep_runs(tracking, sweep, PARENT, max_results=1):
+    if sweep_parent(tracking, sweep) is None:
         recent = _recent_sweeps(tracking, 10)
         raise LookupError(f"no sweep {sweep!r} in {tracking.uri} (experiment {tracking.experiment}); "
                           + (f"its latest: {', '.join(recent)}" if recent else "it holds no sweep"))
@@ -142,9 +142,9 @@ def publish_leaderboard(tracking: Tracking, sweep: str) -> Table:
     for row in board.rows:
         if row.get("mean_rank") is not None:
             client.log_metric(row["run_id"], "mean_rank", row["mean_rank"], timestamp=now)
-    parent = sweep_runs(tracking, sweep, PARENT, max_results=1)
-    if parent:
+    parent = sweep_parent(tracking, sweep)
+    if parent is not None:
         with tempfile.TemporaryDirectory() as tmp:
             board.write(tmp, "leaderboard")
-            client.log_artifacts(parent[0].info.run_id, tmp, "leaderboard")
+            client.log_artifacts(parent.info.run_id, tmp, "leaderboard")
     return board

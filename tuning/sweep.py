@@ -42,9 +42,9 @@ from scd_core.tables import Table
 from tuning.leaderboard import publish_leaderboard, view_path
 from tuning.local_ray import start_ray
 from tuning.spaces import SearchSpace, SpaceError, load_space
-from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, PARENT, RAY_STORAGE_TAG, TrackedRun,
+from tuning.tracking import (CHECKPOINT_ARTIFACT, CHILD, FIGURES_ARTIFACT, RAY_STORAGE_TAG, TrackedRun,
                              Tracking, TrialFigures, check_name, child_run, git_commit, log_figures, package_versions,
-                             parent_run, sweep_runs, tracking_home)
+                             parent_run, sweep_parent, sweep_runs, tracking_home)
 from tuning.trial import COMPLETED_MARKER, PERMANENT_FAILURE, TrialContext, run_trial
 
 MAX_ERRORS_SHOWN = 10  # feature-store problems printed before "N more"
@@ -293,7 +293,7 @@ def run_sweep(settings: SweepSettings, outputs: SweepOutputs = SweepOutputs()) -
         raise OSError(f"--storage-path {storage}: cannot create the folder for trial checkpoints: {err}") from None
     if settings.resume and not tune.Tuner.can_restore(str(storage / name)):
         raise FileNotFoundError(f"nothing to resume at {storage / name} (check --name and --storage-path)")
-    if not settings.resume and sweep_runs(tracking, name, PARENT, max_results=1):
+    if not settings.resume and sweep_parent(tracking, name) is not None:
         # Running it again would add a second sweep's trials to its runs and its Ray Tune folder.
         raise ConfigError(f"sweep {name!r} already exists in {tracking.uri}: pass --resume to continue it, or "
                           f"choose another --name")

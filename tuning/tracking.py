@@ -188,18 +188,23 @@ def sweep_filter(sweep: str, role: str, extra: str = "") -> str:
     return f"tags.sweep = '{sweep}' and tags.role = '{role}'" + (f" and {extra}" if extra else "")
 
 
-def sweep_runs(tracking: Tracking, sweep: str, role: str, extra: str = "", max_results: int = 10000) -> list[Any]:
-    """The sweep's runs of one ``role`` (see :func:`sweep_filter`)."""
+def sweep_runs(tracking: Tracking, sweep: str, role: str, extra: str = "") -> list[Any]:
+    """The sweep's runs of one ``role`` (see :func:`sweep_filter`), at most 10,000."""
     client = tracking.client()
-    return client.search_runs([tracking.experiment_id(client)], sweep_filter(sweep, role, extra),
-                              max_results=max_results)
+    return client.search_runs([tracking.experiment_id(client)], sweep_filter(sweep, role, extra), max_results=10000)
+
+
+def sweep_parent(tracking: Tracking, sweep: str) -> Any:
+    """The sweep's parent run (its tags and status), or None when the store holds no such sweep."""
+    client = tracking.client()
+    return _one_run(client, tracking.experiment_id(client), sweep_filter(sweep, PARENT))
 
 
 def parent_run(tracking: Tracking, sweep: str, tags: Mapping[str, str]) -> str:
     """The sweep's parent run id, created on first use."""
     client = tracking.client()
     exp = tracking.experiment_id(client)
-    found = _one_run(client, exp, sweep_filter(sweep, PARENT))
+    found = sweep_parent(tracking, sweep)
     if found is not None:  # a resumed sweep: running again (it may have been marked FAILED)
         client.update_run(found.info.run_id, status="RUNNING")
         return found.info.run_id
