@@ -40,9 +40,10 @@ def _run(trainer: Trainer, steps: int = 4):
 
 
 @pytest.mark.filterwarnings("error:.* could not be compiled")  # a fallback to eager fails the test
-# The default, and the pseudo-label options with the most state (FlexMatch's memory, soft targets);
-# each compiles graphs of its own (about 10 s on 2 CPU cores).
-@pytest.mark.parametrize("options", [[], ["ssl.class_balance=flexmatch", "ssl.pseudo_labels=soft"]])
+# The default, and the pseudo-label options with the most state (FlexMatch's memory, soft targets)
+# with the logit-adjusted supervised loss; each compiles graphs of its own (about 10 s on 2 CPU cores).
+@pytest.mark.parametrize("options", [[], ["ssl.class_balance=flexmatch", "ssl.pseudo_labels=soft",
+                                          "ssl.logit_adjustment=1.0"]])
 def test_fused_steps_equal_the_eager_ones(data, options):
     eager = Trainer(load_config(None, [*SMALL, *options, "fuse_elementwise=off"]), data)
     fused = Trainer(load_config(None, [*SMALL, *options, "fuse_elementwise=on"]), data)
