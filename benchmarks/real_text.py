@@ -28,8 +28,8 @@ cross-corpus semi-supervised multitask learning pay off, and with which settings
    (c)  multitask SSL with the paper's protocol: all corpora, all tasks, SSL defaults;
    (a*) single-task, each task with the configuration its sweep selected;
    (c*) multitask SSL with the configuration the sweep selected;
-   (c*) with KEY=VALUE, per ``--ablate KEY=VALUE``: c*'s config with that one value changed,
-        and the difference c* minus it (what the selected value contributes).
+   (c*) with KEY=VALUE, per ``--ablate 'KEY=VALUE ...'``: c*'s config with those values
+        changed, and the difference c* minus it (what the selected values contribute).
 
    Every run has ``--epochs`` (default 30) with early-stopping patience 8, one torch thread.
 4. Test. Each run's ``best`` checkpoint on the held-out test splits (MELD: its dev, never
@@ -613,9 +613,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for training (default 1: batches of 32 gain little from more, and one "
                              "thread keeps timings steady on a shared 2-core CPU)")
-    parser.add_argument("--ablate", action="append", default=[], metavar="KEY=VALUE",
-                        help="also train c* with KEY=VALUE (e.g. ssl.logit_adjustment=0.0) and report c* minus it: "
-                             "what the selected value contributes; repeat for more, each its own setting")
+    parser.add_argument("--ablate", action="append", default=[], metavar="'KEY=VALUE ...'",
+                        help="also train c* with these values changed (e.g. ssl.logit_adjustment=0.0, or "
+                             "'data.modalities=[text] data.select_without=[]') and report c* minus it: what the "
+                             "selected values contribute; repeat for more, each its own setting")
     parser.add_argument("--quick", action="store_true", help="tiny subset, model and sweeps (a smoke run for the test)")
     args = parser.parse_args(argv)
     command = "python benchmarks/real_text.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
@@ -625,6 +626,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--selected {args.selected}: no such file")
     try:
         args.ablations = ablation_settings(args.ablate)
+        if args.selected is not None:
+            check_ablations(args.ablations, yaml.safe_load(args.selected.read_text()))
     except ConfigError as err:
         parser.error(str(err))
     args.seeds = args.seeds or (2 if args.quick else 3)
@@ -634,22 +637,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     try:
         return run(args, command)
+    except ConfigError as err:  # an ablation that c*'s own config cannot take
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     finally:
         torch.set_num_threads(threads)  # main() may run inside another process (the test)
 
 
 def ablation_settings(ablate: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``--ablate KEY=VALUE`` flags -> {setting: {key: value}}, each checked on the default config
-    (an unknown field or a value out of its range is refused before any work)."""
+    """``--ablate`` flags -> {setting: {key: value}}. A flag holds one or more KEY=VALUE (separated
+    by spaces, quoted as in a shell), changed together; each is checked on the default config, so
+    an unknown field or a value out of its range is refused before any work."""
     settings = {}
-    for item in ablate:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--ablate {item!r}: expected KEY=VALUE, e.g. ssl.logit_adjustment=0.0")
-        override = {key: yaml.safe_load(raw)}
+    for flag in ablate:
+        override = {}
+        for item in shlex.split(flag):
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--ablate {flag!r}: expected KEY=VALUE, e.g. ssl.logit_adjustment=0.0")
+            override[key] = yaml.safe_load(raw)
+        if not override:
+            raise ConfigError(f"--ablate {flag!r}: expected KEY=VALUE, e.g. ssl.logit_adjustment=0.0")
         with_overrides(ExperimentConfig(), override)
-        settings[f"c*[{key}={raw}]"] = override
+        settings[f"c*[{' '.join(shlex.split(flag))}]"] = override
     return settings
+
+
+def check_ablations(ablations: dict[str, dict[str, Any]], selected: dict[str, Any]) -> None:
+    """ConfigError unless c*'s selected config takes every ablation's values."""
+    for setting, override in ablations.items():
+        try:
+            with_overrides(build_config(selected["c*"]["config"]), override)
+        except ConfigError as err:
+            raise ConfigError(f"--ablate {setting[3:-1]!r} on the selected c* config: {err}") from None
 
 
 def ablation_label(setting: str) -> str:
@@ -699,6 +718,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         (args.out / f"{stem}_selected.yaml").write_text(
             "# Configurations selected on the dev splits by benchmarks/real_text.py's sweeps (reuse: --selected)\n"
             + yaml.safe_dump(selected, sort_keys=False))
+        check_ablations(args.ablations, selected)  # before any training (the selection is saved)
 
     labels = {**SETTINGS, **{s: ablation_label(s) for s in args.ablations}}
     pairs = [*DIFFERENCES, *(("c*", s) for s in args.ablations)]

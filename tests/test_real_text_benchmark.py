@@ -100,3 +100,24 @@ def test_an_ablation_that_is_no_config_value_is_refused_before_any_work(tmp_path
     assert exit_info.value.code == 2
     assert flag.split("=")[0].split(".")[-1] in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_an_ablation_the_selected_config_cannot_take_is_refused_before_any_work(tmp_path, capsys):
+    """c*'s selection scores without behaviour: dropping that modality alone leaves the config
+    invalid, and the refusal names the field; both changed together are accepted."""
+    from scd_core.config import load_config
+
+    selected = tmp_path / "selected.yaml"
+    config = load_config(None, ["data.modalities=[text,behavior]", "data.select_without=[behavior]"])
+    selected.write_text(yaml.safe_dump({"c*": {"config": config.to_dict()}}))
+    bench = load_benchmark()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data", str(tmp_path), "--work", str(tmp_path / "work"), "--selected", str(selected),
+                    "--ablate", "data.modalities=[text]"])
+    assert exit_info.value.code == 2
+    assert "select_without" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+    both = bench.ablation_settings(["data.modalities=[text] data.select_without=[]"])
+    bench.check_ablations(both, yaml.safe_load(selected.read_text()))
+    assert both == {"c*[data.modalities=[text] data.select_without=[]]":
+                    {"data.modalities": ["text"], "data.select_without": []}}
