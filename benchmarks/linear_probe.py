@@ -21,7 +21,8 @@ extraction; MELD has no behaviour descriptions at all) is imputed with the train
 linear counterpart of the MCDM masking that node; the report counts the imputed rows.
 
 Probes are deterministic, so an interval resamples test rows only. With ``--compare``
-(a ``real_text.json``), the MCDM rows of that report stand beside the probes. Writes
+(a ``real_text.json``), that report's rows (its MCDM settings and trivial baselines) stand
+beside the probes. Writes
 ``OUT/linear_probe.md`` and ``OUT/linear_probe.json``.
 """
 
@@ -54,7 +55,6 @@ INPUTS = {"text": ("text",), "text + behavior": ("text", "behavior")}
 # Inverse regularisation strength C (ridge: alpha = 1 / C), chosen on dev.
 STRENGTHS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 COLUMNS = [f"{c}_{m}" for c in ("mosei", "fiv2", "bah", "meld") for m in CORPUS_METRICS[c]]
-MCDM_ROWS = ("(a) single-task supervised", "(c*) multitask SSL, selected by the sweep")
 
 
 @dataclass
@@ -167,8 +167,9 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
              "| Model | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
     for name, metrics in report["rows"].items():
         lines.append(f"| linear probe, {name} | " + " | ".join(cell(metrics.get(k)) for k in COLUMNS) + " |")
-    for name, metrics in report.get("compared", {}).items():
-        lines.append(f"| MCDM {name} | " + " | ".join(cell(metrics.get(k)) for k in COLUMNS) + " |")
+    for name, metrics in report.get("compared", {}).items():  # real_text's settings are "(a) ...", "(c*) ..."
+        model = f"MCDM {name}" if name.startswith("(") else name
+        lines.append(f"| {model} | " + " | ".join(cell(metrics.get(k)) for k in COLUMNS) + " |")
     lines += ["", "Chosen regularisation (C; ridge alpha = 1/C) and its dev score:", ""]
     for name, tasks in report["chosen"].items():
         lines.append(f"- {name}: " + ", ".join(f"{t} C={c['strength']:g} (dev {c['dev_score']:.4f})"
@@ -176,8 +177,9 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     lines += ["", "Test rows with a modality imputed (the training mean), per probe: " + "; ".join(
         f"{name}: " + ", ".join(f"{where} {n}" for where, n in counts.items()) for name, counts in report["imputed"].items())]
     if report.get("compared_from"):
-        lines += ["", f"MCDM rows: from `{report['compared_from']}` (mean over its training seeds, intervals "
-                      "over test rows and seeds), on the same test splits."]
+        lines += ["", f"The other rows: from `{report['compared_from']}` (MCDM: the mean over its training seeds, "
+                      "intervals over test rows and seeds), on the same test splits when `--store` is that "
+                      "report's store."]
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, json_path
 
@@ -200,8 +202,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.compare is not None:
         table = json.loads(args.compare.read_text())["table"]
         report["compared_from"] = str(args.compare)
-        report["compared"] = {name: {k: v for k, v in table[name].items() if k in COLUMNS and math.isfinite(v["value"])}
-                              for name in MCDM_ROWS if name in table}
+        report["compared"] = {name: {k: v for k, v in row.items() if k in COLUMNS and math.isfinite(v["value"])}
+                              for name, row in table.items()}
     md, js = write_report(report, args.out)
     print(md.read_text())
     print(f"report {md} and {js}")
