@@ -120,8 +120,12 @@ def run(store: Path, n_resamples: int, seed: int) -> dict[str, Any]:
     manifest = Manifest.read(store)
     modalities = list(manifest.modalities)
 
-    def split(corpus: str, name: str) -> CorpusTensors:
-        return load_split(store, corpus, name, modalities, "cpu", manifest)
+    loaded: dict[tuple[str, str], CorpusTensors] = {}
+
+    def split(corpus: str, name: str) -> CorpusTensors:  # each split read once, for both probes
+        if (corpus, name) not in loaded:
+            loaded[corpus, name] = load_split(store, corpus, name, modalities, "cpu", manifest)
+        return loaded[corpus, name]
 
     zero_shot = [c for c, splits in manifest.corpora.items()
                  if CORPORA.get(c) is not None and CORPORA[c].task == "emo" and "train" not in splits]

@@ -458,8 +458,9 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> tuple[Path, Pa
         "branches, pseudo-labels from the same forward pass).",
         "- (a*) and (c*): the configs in `real_text_selected.yaml` (the selected trials' whole configs), trained "
         f"with `optim.epochs={r['epochs']}` and patience {r['model']['optim.early_stopping_patience']} like (a) and (c).",
-        *(f"- (c*) with `{', '.join(f'{k}={v}' for k, v in o.items())}`: c*'s config with that value changed "
-          "(`--ablate`), trained the same way." for o in r.get("ablations", {}).values()),
+        *(f"- (c*) with `{' '.join(f'{k}={v}' for k, v in o.items())}`: c*'s config with "
+          f"{'that value' if len(o) == 1 else 'those values'} changed (`--ablate`), trained the same way."
+          for o in r.get("ablations", {}).values()),
         "",
         "## Training runs",
         "",
